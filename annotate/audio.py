@@ -1,0 +1,46 @@
+"""Audio I/O: decode with soundfile (its header gives the rate), check, resample with soxr, encode FLAC."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import soundfile as sf
+import soxr
+
+
+class AudioError(Exception):
+    """A file that cannot become a clean mono signal; the message is the reject reason."""
+
+
+def load(path: str, target_sr: int, *, resample_quality: str = "HQ") -> tuple[np.ndarray, int]:
+    """Decode ``path`` as float32 mono at ``target_sr``; returns ``(signal, original_rate)``.
+
+    Rejects (``AudioError``): unreadable or empty files, more than one channel, non-finite samples.
+    """
+    try:
+        x, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as e:  # soundfile raises several types for corrupt headers
+        raise AudioError(f"unreadable audio ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    if x.shape[1] != 1:
+        raise AudioError(f"{x.shape[1]} channels; expected mono")
+    x = x[:, 0]
+    if x.size == 0:
+        raise AudioError("empty audio (0 samples)")
+    if not np.isfinite(x).all():
+        raise AudioError(f"{int((~np.isfinite(x)).sum())} non-finite (NaN/inf) samples")
+    if sr != target_sr:
+        x = soxr.resample(x, sr, target_sr, quality=resample_quality).astype(np.float32, copy=False)
+    return x, int(sr)
+
+
+def encode_flac(x: np.ndarray, sr: int) -> bytes:
+    """16-bit FLAC bytes of a float signal (clipped to [-1, 1])."""
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(x, -1.0, 1.0), sr, format="FLAC", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def decode_bytes(data: bytes) -> tuple[np.ndarray, int]:
+    """Decode FLAC/WAV bytes (as stored in the dataset's audio columns) to float32 mono."""
+    x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return x[:, 0], int(sr)

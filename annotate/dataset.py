@@ -1,0 +1,196 @@
+"""The dataset format: Hugging Face ``datasets`` features, shard writing, and fast numpy reading.
+
+Layout of a built dataset folder ``DS``::
+
+    DS/data/{split}-{i:05d}-of-{n:05d}.parquet   one row per spoof utterance (features embedded)
+    DS/build.json                                 the build config (STFT, mask, alignment, RawBoost, version)
+    DS/summary.json                               pairs in, rows out, rejects by reason, hours, seconds
+    DS/rejects.jsonl                              one line per rejected pair or file: id, path, reason
+
+Every Array2D column is time-first, ``(frames, n_freq)``: only the first dimension may vary.
+Readers here use pyarrow only (no ``datasets``, no torch), so every package can load rows cheaply.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .spectral import DEFAULT_STFT
+
+SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet$")
+ARRAY_COLUMNS = {"spoof_logmag": "float32", "mask": "uint8", "diff": "float16"}
+META_KEY = b"vocmask"
+
+
+def features(n_freq: int = DEFAULT_STFT.n_freq, sample_rate: int = DEFAULT_STFT.sample_rate):
+    """The ``datasets.Features`` of a row (see the module docstring for the layout)."""
+    from datasets import Array2D, Audio, Features, Value
+
+    return Features(
+        {
+            "id": Value("string"),
+            "utt_id": Value("string"),
+            "speaker": Value("string"),
+            "vocoder": Value("string"),
+            "source": Value("string"),
+            "split": Value("string"),
+            "spoof_audio": Audio(sampling_rate=sample_rate, decode=False),
+            "real_audio": Audio(sampling_rate=sample_rate, decode=False),
+            "spoof_logmag": Array2D(shape=(None, n_freq), dtype="float32"),
+            "mask": Array2D(shape=(None, n_freq), dtype="uint8"),
+            "diff": Array2D(shape=(None, n_freq), dtype="float16"),
+            "num_samples": Value("int64"),
+            "offset": Value("int64"),
+            "align_score": Value("float32"),
+            "rawboost": Value("int8"),
+            "rawboost_seed": Value("int64"),
+            "augment_copy": Value("int16"),
+        }
+    )
+
+
+def _array2d_storage(arrays: Sequence[np.ndarray], dtype: str, n_freq: int) -> pa.Array:
+    """list<list<dtype>> arrow storage for time-first 2-D arrays, built from one flat buffer."""
+    arrays = [np.asarray(a, dtype=dtype) for a in arrays]
+    for a in arrays:
+        if a.ndim != 2 or a.shape[1] != n_freq:
+            raise ValueError(f"expected a (frames, {n_freq}) array, got {a.shape}")
+    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, dtype=dtype)
+    values = pa.array(flat, type=pa.from_numpy_dtype(np.dtype(dtype)))
+    frames = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    inner_offsets = pa.array(np.arange(0, frames.sum() + 1, dtype=np.int32) * n_freq, type=pa.int32())
+    inner = pa.ListArray.from_arrays(inner_offsets, values)
+    outer_offsets = pa.array(np.concatenate([[0], np.cumsum(frames)]).astype(np.int32), type=pa.int32())
+    return pa.ListArray.from_arrays(outer_offsets, inner)
+
+
+def rows_to_table(rows: list[dict], feats) -> pa.Table:
+    """Turn row dicts (numpy arrays for the Array2D columns) into a table with ``feats``' schema."""
+    schema = feats.arrow_schema
+    n_freq = feats["mask"].shape[1]
+    columns = []
+    for field in schema:
+        name = field.name
+        if name in ARRAY_COLUMNS:
+            storage = _array2d_storage([r[name] for r in rows], ARRAY_COLUMNS[name], n_freq)
+            if isinstance(field.type, pa.ExtensionType):
+                columns.append(pa.ExtensionArray.from_storage(field.type, storage.cast(field.type.storage_type)))
+            else:
+                columns.append(storage.cast(field.type))
+        else:
+            columns.append(pa.array([r[name] for r in rows], type=field.type))
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+class ShardWriter:
+    """Writes one shard atomically: rows go to ``{path}.tmp`` in row groups, ``close()`` renames it.
+
+    Memory stays bounded by ``rows_per_group`` rows whatever the shard size.
+    """
+
+    def __init__(self, path: str | Path, feats, metadata: dict | None = None, rows_per_group: int = 16):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.feats = feats
+        schema = feats.arrow_schema
+        if metadata is not None:
+            schema = schema.with_metadata({**(schema.metadata or {}), META_KEY: json.dumps(metadata, sort_keys=True).encode()})
+        self.schema = schema
+        self.rows_per_group = rows_per_group
+        self._buffer: list[dict] = []
+        self.rows = 0
+        self.tmp.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
+
+    def write(self, row: dict) -> None:
+        self._buffer.append(row)
+        if len(self._buffer) >= self.rows_per_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._buffer:
+            table = rows_to_table(self._buffer, self.feats).replace_schema_metadata(self.schema.metadata)
+            self._writer.write_table(table)
+            self.rows += len(self._buffer)
+            self._buffer = []
+
+    def close(self) -> Path:
+        self._flush()
+        self._writer.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        self._writer.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def shard_paths(ds: str | Path, split: str | None = None) -> list[Path]:
+    """Completed shards of ``ds`` (optionally one split), in name order."""
+    data = Path(ds) / "data"
+    out = sorted(p for p in data.glob("*.parquet") if SHARD_RE.match(p.name))
+    if split is not None:
+        out = [p for p in out if SHARD_RE.match(p.name)["split"] == split]
+    return out
+
+
+def splits(ds: str | Path) -> list[str]:
+    """Split names present in ``ds``."""
+    return sorted({SHARD_RE.match(p.name)["split"] for p in shard_paths(ds)})
+
+
+def read_table(ds: str | Path, split: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+    """All rows of ``ds`` (or one split) as one pyarrow table with only ``columns``."""
+    paths = shard_paths(ds, split)
+    if not paths:
+        raise FileNotFoundError(f"no shards for split {split!r} in {Path(ds) / 'data'} (run `annotate build` first)")
+    tables = [pq.read_table(p, columns=list(columns) if columns else None) for p in paths]
+    return pa.concat_tables(tables)
+
+
+def array2d(cell, dtype=None) -> np.ndarray:
+    """One Array2D cell (a pyarrow list<list> scalar or nested Python lists) as a 2-D numpy array."""
+    if isinstance(cell, pa.Scalar):
+        storage = cell.value if isinstance(cell, pa.ExtensionScalar) else cell
+        inner = storage.values
+        n = len(inner)
+        flat = inner.values.to_numpy(zero_copy_only=False) if n else np.zeros(0)
+        width = len(flat) // n if n else 0
+        arr = flat.reshape(n, width)
+    else:
+        arr = np.asarray(cell)
+    return arr.astype(dtype, copy=False) if dtype is not None else arr
+
+
+def iter_rows(ds: str | Path, split: str | None = None, columns: Sequence[str] | None = None) -> Iterator[dict]:
+    """Rows as dicts, Array2D columns as numpy arrays; reads one row group at a time."""
+    for path in shard_paths(ds, split):
+        f = pq.ParquetFile(path)
+        for g in range(f.num_row_groups):
+            table = f.read_row_group(g, columns=list(columns) if columns else None)
+            names = table.column_names
+            cols = {n: table.column(n) for n in names}
+            for i in range(table.num_rows):
+                row = {}
+                for n in names:
+                    cell = cols[n][i]
+                    row[n] = array2d(cell) if n in ARRAY_COLUMNS else cell.as_py()
+                yield row
+
+
+def build_config(ds: str | Path) -> dict:
+    """The build config stored with the dataset (``build.json``)."""
+    p = Path(ds) / "build.json"
+    if not p.exists():
+        raise FileNotFoundError(f"{p} missing: {ds} is not a vocmask dataset (run `annotate build`)")
+    return json.loads(p.read_text())

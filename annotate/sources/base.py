@@ -1,0 +1,72 @@
+"""What every corpus reader yields: :class:`Pair` (one spoof with its real twin) and :class:`Reject`."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable
+
+SPLITS = ("train", "dev", "test")
+
+
+class SourceError(Exception):
+    """A problem with the corpus as a whole (missing root, unknown layout): one line for the user, exit 2."""
+
+
+@dataclass(frozen=True)
+class Pair:
+    """One spoof utterance and the real utterance it re-synthesises.
+
+    ``id`` is unique per row (``{vocoder}__{utt_id}``); ``utt_id`` names the real utterance and groups
+    every spoof of it (they always share a split). ``split`` is ``None`` when the corpus has no
+    official split; :func:`annotate.splits.assign_splits` fills it.
+    """
+
+    id: str
+    utt_id: str
+    real_path: str
+    spoof_path: str
+    vocoder: str
+    speaker: str
+    source: str
+    split: str | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A pair or file that was left out, and why (one line in ``rejects.jsonl``)."""
+
+    id: str
+    path: str
+    reason: str
+    stage: str = "read"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def pair_id(vocoder: str, utt_id: str) -> str:
+    """The row id of a spoof: vocoder and real utterance id, filesystem safe."""
+    return f"{vocoder}__{utt_id}"
+
+
+def require_dir(path: str | Path, what: str) -> Path:
+    """Return ``path`` as a Path or raise a one-line :class:`SourceError` naming what was expected."""
+    p = Path(path).expanduser()
+    if not p.is_dir():
+        raise SourceError(f"{what} not found: {p} (pass the folder that holds the corpus as you downloaded it)")
+    return p
+
+
+def dedupe(pairs: Iterable[Pair]) -> tuple[list[Pair], list[Reject]]:
+    """Keep the first pair of each id; later duplicates become rejects (the build never writes an id twice)."""
+    seen: dict[str, Pair] = {}
+    rejects: list[Reject] = []
+    for p in pairs:
+        if p.id in seen:
+            rejects.append(Reject(p.id, p.spoof_path, f"duplicated id (first seen at {seen[p.id].spoof_path})"))
+        else:
+            seen[p.id] = p
+    return list(seen.values()), rejects

@@ -1,0 +1,163 @@
+"""The spectral core shared by every vocmask package: one STFT config, one STFT/ISTFT, the Eq. 2 mask.
+
+Arrays are laid out time-first, ``(frames, freq_bins)``, matching the dataset's Array2D columns.
+The STFT is torch-based so the same code is differentiable (RawWrapper, faithfulness metrics);
+numpy inputs come back as numpy.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+
+import numpy as np
+from scipy import ndimage
+
+LOG_FLOOR = 1e-8  # magnitudes are clamped here before the log, so exp(log_magnitude) == |S| above it
+
+
+@dataclass(frozen=True)
+class STFTConfig:
+    """Short-time Fourier transform settings; the defaults reconstruct perfectly (ISTFT(STFT(x)) == x)."""
+
+    sample_rate: int = 16000
+    n_fft: int = 512
+    hop_length: int = 128
+    win_length: int = 512
+    window: str = "hann"
+    center: bool = True
+
+    @property
+    def n_freq(self) -> int:
+        return self.n_fft // 2 + 1
+
+    def n_frames(self, n_samples: int) -> int:
+        """Frames produced for a signal of ``n_samples`` samples."""
+        if self.center:
+            return 1 + n_samples // self.hop_length
+        return 1 + (n_samples - self.n_fft) // self.hop_length
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class MaskConfig:
+    """Eq. 2 of the paper: D = |G(Ms) - G(Mb)| / (|G(Mb)| + eps), mask = D > quantile(D, q).
+
+    G is a separable Gaussian: ``time_size`` taps with variance ``time_var`` along time,
+    ``freq_size`` taps with variance ``freq_var`` along frequency.
+    """
+
+    time_size: int = 3
+    time_var: float = 3.0
+    freq_size: int = 11
+    freq_var: float = 5.0
+    eps: float = 1e-6
+    quantile: float = 0.95
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+DEFAULT_STFT = STFTConfig()
+DEFAULT_MASK = MaskConfig()
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+@lru_cache(maxsize=8)
+def _window(cfg: STFTConfig, dtype_name: str):
+    torch = _torch()
+    if cfg.window != "hann":
+        raise ValueError(f"unsupported window {cfg.window!r}: only 'hann' is implemented")
+    return torch.hann_window(cfg.win_length, periodic=True, dtype=getattr(torch, dtype_name))
+
+
+def stft(x, cfg: STFTConfig = DEFAULT_STFT):
+    """Complex STFT, time-first: ``(..., frames, n_freq)``. numpy in -> numpy out (complex64)."""
+    torch = _torch()
+    is_np = isinstance(x, np.ndarray)
+    t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if is_np else x
+    win = _window(cfg, str(t.dtype).removeprefix("torch.")).to(t.device)
+    lead = t.shape[:-1]
+    spec = torch.stft(
+        t.reshape(-1, t.shape[-1]),
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.win_length,
+        window=win,
+        center=cfg.center,
+        pad_mode="reflect",
+        return_complex=True,
+    )  # (B, F, T)
+    spec = spec.transpose(-1, -2).reshape(*lead, spec.shape[-1], spec.shape[-2])
+    return spec.numpy() if is_np else spec
+
+
+def istft(spec, length: int, cfg: STFTConfig = DEFAULT_STFT):
+    """Inverse of :func:`stft` (time-first input) back to ``length`` samples."""
+    torch = _torch()
+    is_np = isinstance(spec, np.ndarray)
+    s = torch.from_numpy(np.ascontiguousarray(spec, dtype=np.complex64)) if is_np else spec
+    lead = s.shape[:-2]
+    s = s.reshape(-1, s.shape[-2], s.shape[-1]).transpose(-1, -2)
+    real_dtype = s.real.dtype
+    win = _window(cfg, str(real_dtype).removeprefix("torch.")).to(s.device)
+    y = torch.istft(
+        s,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.win_length,
+        window=win,
+        center=cfg.center,
+        length=length,
+    )
+    y = y.reshape(*lead, length)
+    return y.numpy() if is_np else y
+
+
+def log_magnitude(spec):
+    """Natural log of |S|, clamped at :data:`LOG_FLOOR`; works on numpy or torch complex input."""
+    if isinstance(spec, np.ndarray):
+        return np.log(np.maximum(np.abs(spec), LOG_FLOOR)).astype(np.float32)
+    torch = _torch()
+    return torch.log(torch.clamp(spec.abs(), min=LOG_FLOOR))
+
+
+def gaussian_kernel(size: int, variance: float) -> np.ndarray:
+    """Normalised 1-D Gaussian of ``size`` taps (odd) and the given variance."""
+    if size % 2 != 1:
+        raise ValueError(f"Gaussian size must be odd, got {size}")
+    r = np.arange(size, dtype=np.float64) - size // 2
+    k = np.exp(-(r**2) / (2.0 * variance))
+    return (k / k.sum()).astype(np.float32)
+
+
+def smooth(mag: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
+    """G(M): the separable Gaussian of Eq. 2 applied to a time-first magnitude spectrogram."""
+    out = ndimage.convolve1d(mag, gaussian_kernel(cfg.time_size, cfg.time_var), axis=0, mode="nearest")
+    return ndimage.convolve1d(out, gaussian_kernel(cfg.freq_size, cfg.freq_var), axis=1, mode="nearest")
+
+
+def relative_difference(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
+    """D of Eq. 2: the smoothed absolute difference normalised by the smoothed real magnitude."""
+    if mag_spoof.shape != mag_real.shape:
+        raise ValueError(f"spectrogram shapes differ: spoof {mag_spoof.shape} vs real {mag_real.shape}")
+    gs = smooth(np.asarray(mag_spoof, dtype=np.float32), cfg)
+    gb = smooth(np.asarray(mag_real, dtype=np.float32), cfg)
+    return np.abs(gs - gb) / (np.abs(gb) + cfg.eps)
+
+
+def threshold(d: np.ndarray, q: float = DEFAULT_MASK.quantile) -> np.ndarray:
+    """Binary mask of the values strictly above the per-utterance ``q`` quantile."""
+    return (d > np.quantile(d, q)).astype(np.uint8)
+
+
+def artifact_mask(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> tuple[np.ndarray, np.ndarray]:
+    """Eq. 2 end to end: returns ``(mask uint8, D float32)``, both time-first like the inputs."""
+    d = relative_difference(mag_spoof, mag_real, cfg)
+    return threshold(d, cfg.quantile), d.astype(np.float32)
