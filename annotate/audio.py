@@ -12,22 +12,26 @@ class AudioError(Exception):
     """A file that cannot become a clean mono signal; the message is the reject reason."""
 
 
-def load(path: str, target_sr: int, *, resample_quality: str = "HQ") -> tuple[np.ndarray, int]:
+def load(path: str, target_sr: int, *, resample_quality: str = "HQ", min_sr: int = 8000) -> tuple[np.ndarray, int]:
     """Decode ``path`` as float32 mono at ``target_sr``; returns ``(signal, original_rate)``.
 
-    Rejects (``AudioError``): unreadable or empty files, more than one channel, non-finite samples.
+    Rejects (``AudioError``, message ``"<kind>: <detail>"``): unreadable or empty files, more than one
+    channel, non-finite samples, a header rate below ``min_sr`` (too little bandwidth to annotate).
     """
     try:
         x, sr = sf.read(path, dtype="float32", always_2d=True)
     except Exception as e:  # soundfile raises several types for corrupt headers
-        raise AudioError(f"unreadable audio ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+        msg = str(e).splitlines()[0][:120] if str(e) else ""
+        raise AudioError(f"unreadable audio: {type(e).__name__} {msg}".rstrip()) from None
     if x.shape[1] != 1:
-        raise AudioError(f"{x.shape[1]} channels; expected mono")
+        raise AudioError(f"not mono: {x.shape[1]} channels (convert to mono first)")
     x = x[:, 0]
     if x.size == 0:
-        raise AudioError("empty audio (0 samples)")
+        raise AudioError("empty audio: 0 samples")
     if not np.isfinite(x).all():
-        raise AudioError(f"{int((~np.isfinite(x)).sum())} non-finite (NaN/inf) samples")
+        raise AudioError(f"non-finite samples: {int((~np.isfinite(x)).sum())} NaN/inf values")
+    if sr < min_sr:
+        raise AudioError(f"sample rate too low: {sr} Hz in the header, minimum {min_sr} Hz")
     if sr != target_sr:
         x = soxr.resample(x, sr, target_sr, quality=resample_quality).astype(np.float32, copy=False)
     return x, int(sr)

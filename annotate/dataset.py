@@ -164,7 +164,7 @@ def array2d(cell, dtype=None) -> np.ndarray:
         storage = cell.value if isinstance(cell, pa.ExtensionScalar) else cell
         inner = storage.values
         n = len(inner)
-        flat = inner.values.to_numpy(zero_copy_only=False) if n else np.zeros(0)
+        flat = inner.flatten().to_numpy(zero_copy_only=False) if n else np.zeros(0)
         width = len(flat) // n if n else 0
         arr = flat.reshape(n, width)
     else:

@@ -94,7 +94,7 @@ def stft(x, cfg: STFTConfig = DEFAULT_STFT):
         pad_mode="reflect",
         return_complex=True,
     )  # (B, F, T)
-    spec = spec.transpose(-1, -2).reshape(*lead, spec.shape[-1], spec.shape[-2])
+    spec = spec.transpose(-1, -2).contiguous().reshape(*lead, spec.shape[-1], spec.shape[-2])
     return spec.numpy() if is_np else spec
 
 

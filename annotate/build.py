@@ -1,0 +1,307 @@
+"""`annotate build`: corpus -> aligned, (optionally) RawBoost-augmented, annotated Parquet shards.
+
+Data flow per pair: decode + resample both files -> STFT both -> DTW + sample refinement on those
+spectrograms -> trim to the common span -> matched RawBoost (optional) -> STFT of the aligned pair ->
+Eq. 2 mask and D -> FLAC -> one row. Pairs are grouped per split into fixed shards before any work
+starts, so shard names (``{split}-{i:05d}-of-{n:05d}``) and contents do not depend on the worker count;
+each task writes its shard atomically and a small ``.parts/{shard}.json`` summary, which is what makes a
+killed build resumable (finished shards are skipped).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import shutil
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from .align import AlignConfig, AlignmentError, align
+from .audio import AudioError, encode_flac, load
+from .dataset import ShardWriter, features
+from .sources import Pair, Reject, read_source
+from .spectral import MaskConfig, STFTConfig, artifact_mask, log_magnitude, stft
+from .splits import assign_splits
+
+FLOAT16_MAX = 65504.0
+
+
+class BuildError(Exception):
+    """A problem with the build as a whole (one line for the user, exit code 2)."""
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """Everything that determines the dataset's content; stored as ``build.json`` with the shards."""
+
+    source: str = "demo"
+    root: str | None = None
+    real_root: str | None = None
+    split_policy: str = "official"
+    seed: int = 0
+    shard_size: int = 64
+    min_sample_rate: int = 8000
+    resample_quality: str = "HQ"
+    rawboost_prob: float = 0.0
+    rawboost_algo: int = 5
+    augment_copies: int = 0
+    stft: STFTConfig = field(default_factory=STFTConfig)
+    mask: MaskConfig = field(default_factory=MaskConfig)
+    align: AlignConfig = field(default_factory=AlignConfig)
+    version: str = __version__
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BuildConfig":
+        d = dict(d)
+        d["stft"] = STFTConfig(**d.get("stft", {}))
+        d["mask"] = MaskConfig(**d.get("mask", {}))
+        d["align"] = AlignConfig(**d.get("align", {}))
+        return cls(**d)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """One shard: its final name and the pairs it holds."""
+
+    name: str
+    split: str
+    pairs: tuple[Pair, ...]
+
+
+# ------------------------------------------------------------------------------------------- per pair
+
+
+def rawboost_plan(pair_id: str, cfg: BuildConfig) -> list[tuple[int, int, int]]:
+    """``(copy, algo, seed)`` for each row a pair yields: copy 0 is augmented with ``rawboost_prob``,
+    copies 1..K always; seeds come from (global seed, pair id, copy), so any row can be replayed."""
+    from .rawboost import pair_seed, should_augment
+
+    plan = []
+    for copy in range(cfg.augment_copies + 1):
+        seed = pair_seed(cfg.seed, pair_id if copy == 0 else f"{pair_id}#aug{copy}")
+        if copy == 0:
+            use = should_augment(seed, cfg.rawboost_prob)
+        else:
+            use = True
+        plan.append((copy, cfg.rawboost_algo if use else 0, seed if use else 0))
+    return plan
+
+
+def annotate_pair(pair: Pair, cfg: BuildConfig) -> list[dict]:
+    """All rows of one pair (one per augmentation copy). Raises AudioError/AlignmentError to reject it."""
+    sr = cfg.stft.sample_rate
+    try:
+        real, _ = load(pair.real_path, sr, resample_quality=cfg.resample_quality, min_sr=cfg.min_sample_rate)
+    except AudioError as e:
+        raise AudioError(f"real {e}") from None
+    spoof, _ = load(pair.spoof_path, sr, resample_quality=cfg.resample_quality, min_sr=cfg.min_sample_rate)
+    if min(len(real), len(spoof)) < 4 * cfg.stft.n_fft:
+        raise AudioError(f"too short: {min(len(real), len(spoof))} samples at {sr} Hz")
+    mag_r = np.abs(stft(real, cfg.stft))
+    mag_s = np.abs(stft(spoof, cfg.stft))
+    al = align(real, spoof, mag_r, mag_s, cfg.stft, cfg.align)
+    real_a, spoof_a = al.apply(real, spoof)
+    rows = []
+    for copy, algo, seed in rawboost_plan(pair.id, cfg):
+        r, s = real_a, spoof_a
+        if algo:
+            from .rawboost import augment_pair
+
+            r, s = augment_pair(real_a, spoof_a, algo, seed, sr)
+        spec = stft(np.stack([r, s]), cfg.stft)
+        mask, d = artifact_mask(np.abs(spec[1]), np.abs(spec[0]), cfg.mask)
+        rows.append(
+            {
+                "id": pair.id if copy == 0 else f"{pair.id}__aug{copy}",
+                "utt_id": pair.utt_id,
+                "speaker": pair.speaker,
+                "vocoder": pair.vocoder,
+                "source": pair.source,
+                "split": pair.split,
+                "spoof_audio": {"bytes": encode_flac(s, sr), "path": os.path.basename(pair.spoof_path)},
+                "real_audio": {"bytes": encode_flac(r, sr), "path": os.path.basename(pair.real_path)},
+                "spoof_logmag": log_magnitude(spec[1]),
+                "mask": mask,
+                "diff": np.minimum(d, FLOAT16_MAX).astype(np.float16),
+                "num_samples": int(al.length),
+                "offset": int(al.offset),
+                "align_score": float(al.score),
+                "rawboost": int(algo),
+                "rawboost_seed": int(seed),
+                "augment_copy": int(copy),
+            }
+        )
+    return rows
+
+
+def run_shard(task: ShardTask, cfg: BuildConfig, out: str) -> dict:
+    """Annotate one shard's pairs, write the shard atomically, then its ``.parts`` summary."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(1)  # one core per worker: parallelism comes from the workers
+    with threadpool_limits(1):
+        return _run_shard(task, cfg, out)
+
+
+def _run_shard(task: ShardTask, cfg: BuildConfig, out: str) -> dict:
+    t0 = time.perf_counter()
+    out_p = Path(out)
+    feats = features(cfg.stft.n_freq, cfg.stft.sample_rate)
+    writer = ShardWriter(out_p / "data" / f"{task.name}.parquet", feats, metadata={"build": cfg.to_dict()})
+    rejects: list[dict] = []
+    seconds = 0.0
+    offsets: list[int] = []
+    try:
+        for pair in task.pairs:
+            try:
+                rows = annotate_pair(pair, cfg)
+            except (AudioError, AlignmentError) as e:
+                rejects.append(Reject(pair.id, pair.spoof_path, str(e), stage="annotate").to_dict())
+                continue
+            except Exception as e:  # never lose the build to one odd pair
+                rejects.append(Reject(pair.id, pair.spoof_path, f"unexpected error: {type(e).__name__}: {e}", stage="annotate").to_dict())
+                continue
+            for row in rows:
+                writer.write(row)
+                seconds += row["num_samples"] / cfg.stft.sample_rate
+            offsets.append(rows[0]["offset"])
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    part = {"shard": task.name, "split": task.split, "pairs": len(task.pairs), "rows": writer.rows,
+            "rejects": rejects, "seconds_audio": seconds, "offsets": offsets,
+            "seconds_taken": time.perf_counter() - t0}
+    parts = out_p / ".parts"
+    parts.mkdir(exist_ok=True)
+    tmp = parts / f"{task.name}.json.tmp"
+    tmp.write_text(json.dumps(part))
+    os.replace(tmp, parts / f"{task.name}.json")
+    return part
+
+
+# ------------------------------------------------------------------------------------------- driver
+
+
+def plan_shards(pairs: list[Pair], shard_size: int) -> list[ShardTask]:
+    """Group pairs per split (sorted by id) into fixed-size shards with their final names."""
+    tasks = []
+    for split in sorted({p.split for p in pairs}):
+        ps = sorted((p for p in pairs if p.split == split), key=lambda p: p.id)
+        n = max(1, math.ceil(len(ps) / shard_size))
+        for i in range(n):
+            tasks.append(ShardTask(f"{split}-{i:05d}-of-{n:05d}", split, tuple(ps[i * shard_size : (i + 1) * shard_size])))
+    return tasks
+
+
+def reject_kind(reason: str) -> str:
+    """The category of a reject reason: the text before its first ':' with numbers blanked."""
+    head = re.split(r"[:(]", reason, maxsplit=1)[0]
+    return re.sub(r"\d+(\.\d+)?", "N", head).strip()
+
+
+def _prepare_out(out: Path, cfg: BuildConfig, overwrite: bool) -> None:
+    cfg_path = out / "build.json"
+    if cfg_path.exists():
+        old = json.loads(cfg_path.read_text())
+        if old != json.loads(json.dumps(cfg.to_dict())):
+            if not overwrite:
+                changed = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != json.loads(json.dumps(cfg.to_dict())).get(k))
+                raise BuildError(f"{out} holds a build with other parameters (changed: {', '.join(changed)}); "
+                                 "use another --out or pass --overwrite to replace it")
+            for sub in ("data", ".parts"):
+                shutil.rmtree(out / sub, ignore_errors=True)
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        if (out / "data").exists():
+            raise BuildError(f"{out} has data/ but no build.json; pass --overwrite to replace it")
+    out.mkdir(parents=True, exist_ok=True)
+    for sub in ("data", ".parts"):
+        (out / sub).mkdir(exist_ok=True)
+        for tmp in (out / sub).glob("*.tmp"):
+            tmp.unlink()
+    tmp = out / "build.json.tmp"
+    tmp.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
+    os.replace(tmp, cfg_path)
+
+
+def _done(out: Path, task: ShardTask) -> bool:
+    return (out / "data" / f"{task.name}.parquet").exists() and (out / ".parts" / f"{task.name}.json").exists()
+
+
+def build(cfg: BuildConfig, out: str | Path, *, workers: int = 1, overwrite: bool = False,
+          backend: str | None = None, progress: bool = True) -> dict:
+    """Run a (resumable) build into ``out``; returns the summary that is also saved as summary.json."""
+    from joblib import Parallel, delayed, parallel_config
+    from tqdm.auto import tqdm
+
+    t0 = time.perf_counter()
+    out = Path(out)
+    pairs, read_rejects = read_source(cfg.source, cfg.root, real_root=cfg.real_root)
+    if cfg.source == "demo" and cfg.root is None:
+        from .sources.demo import resolved_root
+
+        cfg = replace(cfg, root=str(resolved_root()))
+    pairs = assign_splits(pairs, cfg.split_policy, cfg.seed)
+    if not pairs:
+        raise BuildError(f"no pairs found for source {cfg.source!r} under {cfg.root} ({len(read_rejects)} files rejected)")
+    _prepare_out(out, cfg, overwrite)
+    tasks = plan_shards(pairs, cfg.shard_size)
+    todo = [t for t in tasks if not _done(out, t)]
+    # a shard left from an older plan (different pair list) would be loaded alongside: remove it
+    names = {t.name for t in tasks}
+    for p in (out / "data").glob("*.parquet"):
+        if p.stem not in names:
+            p.unlink()
+    bar = tqdm(total=sum(len(t.pairs) for t in tasks), initial=sum(len(t.pairs) for t in tasks if t not in todo),
+               unit="pair", desc=f"annotate {cfg.source}", disable=not progress)
+    with parallel_config(backend=backend or "loky", n_jobs=workers):
+        jobs = Parallel(return_as="generator_unordered")(delayed(run_shard)(t, cfg, str(out)) for t in todo)
+        for part in jobs:
+            bar.update(part["pairs"])
+    bar.close()
+    summary = finalize(out, tasks, read_rejects, pairs_in=len(pairs) + len(read_rejects),
+                       seconds_taken=time.perf_counter() - t0, workers=workers, sample_rate=cfg.stft.sample_rate)
+    return summary
+
+
+def finalize(out: Path, tasks: list[ShardTask], read_rejects: list[Reject], *, pairs_in: int,
+             seconds_taken: float, workers: int, sample_rate: int) -> dict:
+    """Merge shard summaries into ``rejects.jsonl`` and ``summary.json``."""
+    parts = [json.loads((out / ".parts" / f"{t.name}.json").read_text()) for t in tasks]
+    rejects = [r.to_dict() for r in read_rejects] + [r for p in parts for r in p["rejects"]]
+    with open(out / "rejects.jsonl.tmp", "w") as f:
+        for r in rejects:
+            f.write(json.dumps(r) + "\n")
+    os.replace(out / "rejects.jsonl.tmp", out / "rejects.jsonl")
+    rows_per_split = Counter()
+    for p in parts:
+        rows_per_split[p["split"]] += p["rows"]
+    offsets = np.array([o for p in parts for o in p["offsets"]], dtype=np.int64)
+    seconds_audio = sum(p["seconds_audio"] for p in parts)
+    summary = {
+        "pairs_in": pairs_in,
+        "rows_out": int(sum(rows_per_split.values())),
+        "rows_per_split": dict(sorted(rows_per_split.items())),
+        "rejects": len(rejects),
+        "rejects_by_reason": dict(Counter(reject_kind(r["reason"]) for r in rejects).most_common()),
+        "hours_audio": seconds_audio / 3600,
+        "seconds_taken": seconds_taken,
+        "realtime_factor": seconds_audio / seconds_taken if seconds_taken > 0 else None,
+        "workers": workers,
+        "shards": len(parts),
+        "abs_offset_ms_median": float(np.median(np.abs(offsets)) * 1000.0 / sample_rate) if offsets.size else None,
+    }
+    tmp = out / "summary.json.tmp"
+    tmp.write_text(json.dumps(summary, indent=2))
+    os.replace(tmp, out / "summary.json")
+    return summary

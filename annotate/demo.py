@@ -1,0 +1,600 @@
+"""The embedded demo corpus: a small parallel real/vocoded corpus generated offline and deterministically.
+
+"Real" utterances come from a source-filter speech synthesiser (glottal pulses with moving f0,
+aspiration, fricatives and stop bursts, formant transitions through cascaded resonators); each is
+re-synthesised by real vocoding methods (mel + Griffin-Lim, WORLD, LPC), and the spoofs get vocoder
+framing effects (length a multiple of the hop, edge shifts) whose exact offsets are written to
+``truth.json``. The layout is LibriSeVoc's (DESIGN §2)::
+
+    root/gt/{ID}.wav  root/{vocoder}/{ID}_gen.wav  root/{train,dev,test}.txt  root/truth.json  root/.complete
+
+Offset convention (the aligner's): ``offset = position in spoof - position in real`` in samples at the
+corpus rate, so ``spoof[n] ~ real[n - offset]``.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy import signal
+
+VERSION = "demo-v1"
+MARKER = ".complete"
+VOCODERS = ("griffinlim", "world", "lpc")
+HOP = 256  # the vocoders' frame hop: every spoof length is a multiple of it
+SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
+# Bulk delay of each vocoder's output w.r.t. its input, in samples. All three are built on centred frames
+# (GL / LPC overlap-add, WORLD's frame times t = i * frame_period), so none delays the content; the
+# log-magnitude offset search in tests/test_demo.py checks this on every generated pair.
+INTRINSIC_DELAY = {"griffinlim": 0, "world": 0, "lpc": 0}
+
+
+class DemoError(Exception):
+    """A problem with the demo corpus folder (one line for the user)."""
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Parameters of one demo corpus; stored in the ``.complete`` marker so a change regenerates it."""
+
+    n_speakers: int = 4
+    utts_per_speaker: int = 8
+    seed: int = 0
+    sample_rate: int = 24000
+    vocoders: tuple[str, ...] = VOCODERS
+
+    def __post_init__(self) -> None:
+        if self.n_speakers < 1 or self.utts_per_speaker < 1:
+            raise DemoError(f"demo corpus needs >= 1 speaker and >= 1 utterance each (got {self.n_speakers}, {self.utts_per_speaker})")
+        if self.sample_rate < 16000:
+            raise DemoError(f"demo sample_rate {self.sample_rate} too low: use >= 16000 (default 24000)")
+        bad = [v for v in self.vocoders if v not in VOCODERS]
+        if bad or not self.vocoders:
+            raise DemoError(f"unknown demo vocoder(s) {bad or '(none)'}: choose from {', '.join(VOCODERS)}")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["vocoders"] = list(self.vocoders)
+        d["version"] = VERSION
+        return d
+
+
+def default_root() -> Path:
+    """Where the demo corpus lives by default: ``$VOCMASK_CACHE/demo-v1`` or ``~/.cache/vocmask/demo-v1``."""
+    cache = os.environ.get("VOCMASK_CACHE")
+    base = Path(cache).expanduser() if cache else Path.home() / ".cache" / "vocmask"
+    return base / VERSION
+
+
+# ----------------------------------------------------------------------------------------------------
+# "Real" speech: a Klatt-style source-filter synthesiser
+# ----------------------------------------------------------------------------------------------------
+
+# Formant targets F1-F4 (Hz) of an adult male vocal tract (Peterson & Barney style averages).
+VOWELS = {
+    "iy": (270, 2290, 3010, 3600), "ih": (390, 1990, 2550, 3500), "eh": (530, 1840, 2480, 3500),
+    "ae": (660, 1720, 2410, 3400), "ah": (520, 1190, 2390, 3400), "aa": (730, 1090, 2440, 3400),
+    "ao": (570, 840, 2410, 3300), "uh": (440, 1020, 2240, 3300), "uw": (300, 870, 2240, 3300),
+    "er": (490, 1350, 1690, 3300), "ay": (660, 1400, 2450, 3400), "ow": (500, 900, 2350, 3300),
+}
+# Voiced sonorant consonants: (F1-F4, voicing amplitude, bandwidth multiplier).
+SONORANTS = {
+    "m": ((280, 1000, 2200, 3300), 0.45, 2.0), "n": ((280, 1650, 2550, 3400), 0.45, 2.0),
+    "l": ((360, 1300, 2700, 3400), 0.6, 1.3), "r": ((330, 1100, 1450, 3200), 0.6, 1.2),
+    "w": ((300, 650, 2200, 3300), 0.6, 1.2), "y": ((270, 2100, 3000, 3600), 0.6, 1.2),
+}
+# Fricatives: (noise band centre Hz, band width Hz, level, voiced, F1-F4 locus during the fricative).
+FRICATIVES = {
+    "s": (5800, 2600, 0.30, False, (300, 1700, 2600, 3500)), "sh": (3200, 1800, 0.35, False, (300, 1900, 2500, 3400)),
+    "f": (6500, 5000, 0.10, False, (300, 950, 2300, 3300)), "th": (5500, 4500, 0.08, False, (300, 1500, 2500, 3400)),
+    "z": (5800, 2600, 0.18, True, (300, 1700, 2600, 3500)), "v": (6500, 5000, 0.08, True, (300, 950, 2300, 3300)),
+    "h": (0, 0, 0.0, False, (500, 1400, 2450, 3400)),
+}
+# Stops: (burst centre Hz, burst band width Hz, voiced, F1-F4 locus).
+STOPS = {
+    "p": (1200, 1800, False, (300, 800, 2200, 3300)), "t": (4500, 3000, False, (300, 1750, 2600, 3500)),
+    "k": (2300, 1500, False, (300, 2000, 2400, 3400)), "b": (1200, 1800, True, (300, 800, 2200, 3300)),
+    "d": (4500, 3000, True, (300, 1750, 2600, 3500)), "g": (2300, 1500, True, (300, 2000, 2400, 3400)),
+}
+BANDWIDTHS = np.array([70.0, 100.0, 150.0, 250.0])
+CONTROL_MS = 1.0  # control-track resolution
+BLOCK = 96  # samples per coefficient update of the time-varying resonator cascade
+
+
+@dataclass(frozen=True)
+class Speaker:
+    """Voice parameters of one demo speaker."""
+
+    id: str
+    chapters: tuple[str, ...]
+    female: bool
+    f0: float  # mean f0 (Hz)
+    tract: float  # formant scaling (shorter tract -> higher formants)
+    jitter: float
+    shimmer: float
+    breath: float  # aspiration noise level relative to voicing
+    open_quotient: float
+    rate: float  # speaking-rate factor (> 1 is slower)
+
+
+def make_speakers(cfg: DemoConfig) -> list[Speaker]:
+    """Speaker ids (LibriTTS-like numbers), chapters and voice parameters drawn from the corpus seed."""
+    rng = np.random.default_rng([cfg.seed, 1])
+    ids = rng.choice(np.arange(19, 9000), size=cfg.n_speakers, replace=False)
+    out = []
+    for i, sid in enumerate(ids):
+        female = i % 2 == 0
+        n_chap = 1 + int(rng.integers(0, 2))
+        chapters = tuple(str(c) for c in sorted(rng.choice(np.arange(1000, 300000), size=n_chap, replace=False)))
+        out.append(Speaker(
+            id=str(int(sid)), chapters=chapters, female=female,
+            f0=float(rng.uniform(175, 235) if female else rng.uniform(95, 135)),
+            tract=float(rng.uniform(1.10, 1.22) if female else rng.uniform(0.92, 1.05)),
+            jitter=float(rng.uniform(0.004, 0.012)), shimmer=float(rng.uniform(0.03, 0.08)),
+            breath=float(rng.uniform(0.05, 0.12) if female else rng.uniform(0.02, 0.07)),
+            open_quotient=float(rng.uniform(0.5, 0.7) if female else rng.uniform(0.4, 0.6)),
+            rate=float(rng.uniform(0.85, 1.15)),
+        ))
+    return out
+
+
+def _phone_sequence(rng: np.random.Generator, speech_s: float, rate: float) -> list[tuple[str, float]]:
+    """Words of (C)V(C) syllables with occasional pauses until ``speech_s`` seconds: [(phone, seconds)]."""
+    vowels, sons = list(VOWELS), list(SONORANTS)
+    frics, stops = [k for k in FRICATIVES if k != "h"], list(STOPS)
+
+    def consonant() -> str:
+        r = rng.random()
+        pool = sons if r < 0.4 else stops if r < 0.7 else frics if r < 0.95 else ["h"]
+        return pool[int(rng.integers(len(pool)))]
+
+    def dur(ph: str) -> float:
+        if ph in VOWELS:
+            d = rng.uniform(0.07, 0.18)
+        elif ph in STOPS:
+            d = rng.uniform(0.06, 0.10)
+        elif ph in FRICATIVES:
+            d = rng.uniform(0.07, 0.14)
+        else:
+            d = rng.uniform(0.05, 0.09)
+        return float(d * rate)
+
+    seq: list[tuple[str, float]] = []
+    total = 0.0
+    while total < speech_s:
+        for _ in range(int(rng.integers(1, 4))):  # syllables per word
+            syl = ([consonant()] if rng.random() < 0.8 else []) + [vowels[int(rng.integers(len(vowels)))]]
+            if rng.random() < 0.35:
+                syl.append(consonant())
+            for ph in syl:
+                d = dur(ph)
+                seq.append((ph, d))
+                total += d
+        if total < speech_s - 0.3 and rng.random() < 0.3:
+            d = float(rng.uniform(0.08, 0.25))
+            seq.append(("pau", d))
+            total += d
+    if seq and seq[-1][0] == "pau":
+        seq.pop()
+    return seq
+
+
+def _smooth(x: np.ndarray, ms: float, axis: int = 0) -> np.ndarray:
+    from scipy.ndimage import gaussian_filter1d
+
+    return gaussian_filter1d(x, sigma=ms / CONTROL_MS, axis=axis, mode="nearest")
+
+
+def _bandpass(noise: np.ndarray, centre: float, width: float, sr: int) -> np.ndarray:
+    lo = max(100.0, centre - width / 2)
+    hi = min(0.95 * sr / 2, centre + width / 2)
+    sos = signal.butter(2, [lo, hi], btype="bandpass", fs=sr, output="sos")
+    return signal.sosfilt(sos, noise)
+
+
+def _rosenberg(frac: np.ndarray, oq: float) -> np.ndarray:
+    """Rosenberg glottal flow pulse at phase ``frac`` in [0, 1): opening 2/3, closing 1/3 of the open phase."""
+    tp, tn = oq * 2 / 3, oq / 3
+    g = np.zeros_like(frac)
+    op = frac < tp
+    g[op] = 0.5 * (1 - np.cos(np.pi * frac[op] / tp))
+    cl = (frac >= tp) & (frac < tp + tn)
+    g[cl] = np.cos(0.5 * np.pi * (frac[cl] - tp) / tn)
+    return g
+
+
+def _resonator_cascade(x: np.ndarray, freqs: np.ndarray, bws: np.ndarray, sr: int) -> np.ndarray:
+    """Filter ``x`` through cascaded 2nd-order resonators whose (F, B) tracks (samples x K) move blockwise."""
+    n, k = freqs.shape
+    y = np.empty_like(x)
+    zi = np.zeros((k, 2))
+    for s in range(0, n, BLOCK):
+        f = freqs[min(s + BLOCK // 2, n - 1)]
+        b = bws[min(s + BLOCK // 2, n - 1)]
+        r = np.exp(-np.pi * b / sr)
+        a1 = -2 * r * np.cos(2 * np.pi * f / sr)
+        a2 = r * r
+        sos = np.zeros((k, 6))
+        sos[:, 0] = 1 + a1 + a2  # unity gain at DC
+        sos[:, 3], sos[:, 4], sos[:, 5] = 1.0, a1, a2
+        y[s:s + BLOCK], zi = signal.sosfilt(sos, x[s:s + BLOCK], zi=zi)
+    return y
+
+
+def synth_utterance(spk: Speaker, rng: np.random.Generator, sr: int) -> np.ndarray:
+    """One speech-like utterance of 2-4 s (float64, peak 0.5, low noise floor, 100-300 ms quiet edges)."""
+    total_s = float(rng.uniform(2.0, 4.0))
+    lead, tail = float(rng.uniform(0.1, 0.3)), float(rng.uniform(0.1, 0.3))
+    phones = _phone_sequence(rng, total_s - lead - tail, spk.rate)
+    step = int(round(sr * CONTROL_MS / 1000))
+    nc = int(round((lead + sum(d for _, d in phones) + tail) * 1000 / CONTROL_MS))
+    n = nc * step
+
+    # Control tracks at 1 ms: formant targets, voicing, aspiration, frication/burst levels per noise band.
+    form = np.zeros((nc, 4))
+    bwm = np.ones(nc)
+    av = np.zeros(nc)
+    ah = np.zeros(nc)
+    bands: dict[tuple[float, float], np.ndarray] = {}
+    anchors_t, anchors_f = [0], [np.array(VOWELS["ah"], float)]
+    accents: list[int] = []
+    pauses: list[tuple[int, int]] = []
+    t = int(round(lead * 1000 / CONTROL_MS))
+    for ph, d in phones:
+        m = max(1, int(round(d * 1000 / CONTROL_MS)))
+        sl = slice(t, t + m)
+        mid = t + m // 2
+        if ph == "pau":
+            pauses.append((t, t + m))
+        elif ph in VOWELS:
+            target = np.array(VOWELS[ph], float) * rng.uniform(0.94, 1.06, 4)
+            av[sl] = rng.uniform(0.8, 1.0)
+            anchors_t += [t + m // 4, t + 3 * m // 4]
+            anchors_f += [target, target * rng.uniform(0.97, 1.03, 4)]
+            if rng.random() < 0.35:
+                accents.append(mid)
+        elif ph in SONORANTS:
+            target, amp, bw = SONORANTS[ph]
+            av[sl] = amp
+            bwm[sl] = bw
+            anchors_t.append(mid)
+            anchors_f.append(np.array(target, float))
+        elif ph in FRICATIVES:
+            centre, width, lvl, voiced, locus = FRICATIVES[ph]
+            anchors_t.append(mid)
+            anchors_f.append(np.array(locus, float))
+            if ph == "h":
+                ah[sl] = 0.25
+            else:
+                bands.setdefault((centre, width), np.zeros(nc))[sl] = lvl
+                av[sl] = 0.35 if voiced else 0.0
+        else:  # stop: closure (silence or voice bar), then a short burst and aspiration
+            centre, width, voiced, locus = STOPS[ph]
+            closure = int(m * 0.7)
+            burst = slice(t + closure, t + min(m, closure + 12))
+            av[t:t + closure] = 0.12 if voiced else 0.0
+            bands.setdefault((centre, width), np.zeros(nc))[burst] = 0.5
+            if not voiced:
+                ah[t + closure:t + m] = 0.15
+            anchors_t.append(t + closure)
+            anchors_f.append(np.array(locus, float))
+        t += m
+    anchors_t.append(nc - 1)
+    anchors_f.append(np.array(VOWELS["ah"], float))
+    at = np.array(anchors_t, float)
+    af = np.array(anchors_f)
+    order = np.argsort(at, kind="stable")
+    for j in range(4):
+        form[:, j] = np.interp(np.arange(nc), at[order], af[order, j])
+    form = _smooth(form, 12.0) * spk.tract
+    form[:, 0] = np.maximum(form[:, 0], 200.0)
+    av = _smooth(av, 6.0)
+    ah = _smooth(ah, 4.0)
+    bwm = _smooth(bwm, 8.0)
+
+    # Intonation: declining phrases between pauses, pitch accents, slow wander, jitter; final fall or rise.
+    tt = np.arange(nc)
+    bounds = [int(lead * 1000 / CONTROL_MS)] + [p for pa in pauses for p in pa] + [t]
+    rel = np.zeros(nc)
+    for a, b in zip(bounds[0::2], bounds[1::2]):
+        if b > a:
+            rel[a:b] = 0.12 - 0.24 * (tt[a:b] - a) / max(1, b - a)
+    for c in accents:
+        rel += rng.uniform(0.06, 0.2) * np.exp(-0.5 * ((tt - c) / rng.uniform(50, 100)) ** 2)
+    if rng.random() < 0.2:  # question-like final rise
+        rel += 0.3 * np.clip((tt - (t - 300)) / 300.0, 0, 1)
+    rel += _smooth(rng.normal(0, 0.12, nc), 60.0)
+    f0c = spk.f0 * np.exp(_smooth(rel, 20.0))
+    f0c *= 1 + spk.jitter * np.repeat(rng.normal(0, 1, nc // 5 + 1), 5)[:nc]
+
+    # Sample-rate tracks.
+    tc = (np.arange(nc) + 0.5) * step
+    ts = np.arange(n)
+    f0 = np.interp(ts, tc, f0c)
+    av_s = np.interp(ts, tc, av)
+    ah_s = np.interp(ts, tc, ah)
+    freqs = np.stack([np.interp(ts, tc, form[:, j]) for j in range(4)], axis=1)
+    bw_s = np.interp(ts, tc, bwm)[:, None] * BANDWIDTHS[None, :] * rng.uniform(0.9, 1.1, 4)
+    # A fixed fifth resonance shapes the 4-5 kHz region.
+    freqs = np.concatenate([freqs, np.full((n, 1), 4500.0 * spk.tract)], axis=1)
+    bw_s = np.concatenate([bw_s, np.full((n, 1), 350.0)], axis=1)
+
+    # Glottal source: Rosenberg pulses with shimmer, differentiated (flow derivative incl. lip radiation).
+    phase = np.cumsum(f0 / sr)
+    period = np.floor(phase).astype(np.int64)
+    frac = phase - period
+    flow = _rosenberg(frac, spk.open_quotient)
+    shimmer = 1 + spk.shimmer * rng.normal(0, 1, int(period[-1]) + 2)
+    flow *= np.clip(shimmer[period], 0.5, 1.5)
+    dflow = np.diff(flow, prepend=0.0) * (sr / (np.pi * spk.f0))
+    noise = rng.normal(0, 1, n)
+    asp = noise * (0.4 + 0.6 * flow)  # pitch-synchronous aspiration
+    src = av_s * (dflow + spk.breath * asp) + ah_s * noise
+    voiced = _resonator_cascade(src, freqs, bw_s, sr)
+
+    # Frication and bursts: band-passed noise, per noise band, with its level track.
+    fric = np.zeros(n)
+    fnoise = rng.normal(0, 1, n)
+    for (centre, width), lvl in sorted(bands.items()):
+        lvl_s = np.interp(ts, tc, _smooth(lvl, 5.0))
+        fric += lvl_s * _bandpass(fnoise, centre * min(spk.tract, 1.1), width, sr)
+    speech = voiced / (np.max(np.abs(voiced)) + 1e-9) + fric * 1.5
+    speech *= 0.5 / (np.max(np.abs(speech)) + 1e-9)
+
+    # Room-ish background: low-level coloured noise everywhere (about -65 dB re the peak).
+    floor = signal.lfilter([1.0], [1.0, -0.9], rng.normal(0, 1, n))
+    speech += floor * (0.5 * 10 ** (-65 / 20) / (np.std(floor) + 1e-12))
+    return speech
+
+
+# ----------------------------------------------------------------------------------------------------
+# Vocoders: each re-synthesises the real signal from a lossy analysis
+# ----------------------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=4)
+def _mel_pinv(sr: int) -> tuple[np.ndarray, np.ndarray]:
+    import librosa
+
+    fb = librosa.filters.mel(sr=sr, n_fft=1024, n_mels=80, fmin=0.0, fmax=sr / 2)
+    return fb, np.linalg.pinv(fb)
+
+
+def voc_griffinlim(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
+    """80-band mel magnitude (n_fft 1024, hop 256) -> pseudo-inverse mel inversion -> 32 Griffin-Lim iterations."""
+    import librosa
+
+    fb, inv = _mel_pinv(sr)
+    mag = np.abs(librosa.stft(x, n_fft=1024, hop_length=HOP, win_length=1024))
+    mel = fb @ mag
+    lin = np.maximum(inv @ mel, 1e-10)  # Tacotron-style mel inversion: phase and fine structure are lost
+    y = librosa.griffinlim(lin, n_iter=32, hop_length=HOP, win_length=1024, n_fft=1024, length=len(x),
+                           random_state=np.random.default_rng(rng.integers(2**32)))
+    return np.asarray(y, np.float64)
+
+
+def _f0_track(x: np.ndarray, sr: int, frame_period: float) -> tuple[np.ndarray, np.ndarray]:
+    import pyworld
+
+    f0, t = pyworld.dio(x, sr, f0_floor=60.0, f0_ceil=400.0, frame_period=frame_period)
+    return pyworld.stonemask(x, f0, t, sr), t
+
+
+def voc_world(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """WORLD (DIO + StoneMask, CheapTrick, D4C) with the envelope coded to 40 dims, then WORLD synthesis."""
+    import pyworld
+
+    f0, t = f0t
+    sp = pyworld.cheaptrick(x, f0, t, sr)
+    ap = pyworld.d4c(x, f0, t, sr)
+    fft_size = (sp.shape[1] - 1) * 2
+    sp = pyworld.decode_spectral_envelope(np.ascontiguousarray(pyworld.code_spectral_envelope(sp, sr, 40)), sr, fft_size)
+    ap = pyworld.decode_aperiodicity(np.ascontiguousarray(pyworld.code_aperiodicity(ap, sr)), sr, fft_size)
+    y = pyworld.synthesize(f0, sp, ap, sr, frame_period=1000.0 * (t[1] - t[0]))
+    return _fit(y, len(x))
+
+
+def voc_lpc(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Frame-wise LPC (order 24, 1024-sample Hann frames, hop 256) driven by a pulse/noise excitation, overlap-add."""
+    import librosa
+
+    n, win, order = len(x), 1024, 24
+    f0, t = f0t
+    f0s = np.interp(np.arange(n) / sr, t, f0)
+    vs = np.interp(np.arange(n) / sr, t, (f0 > 0).astype(float))
+    f0s = np.where(f0s > 0, f0s, 100.0)
+    ph = np.cumsum(f0s / sr)
+    pulses = np.diff(np.floor(ph), prepend=0.0) * np.sqrt(sr / f0s)
+    exc = vs * pulses + (np.sqrt(1 - 0.9 * vs)) * rng.normal(0, 1, n)
+
+    w = np.hanning(win + 1)[:win]
+    pad = win // 2
+    xp = np.pad(x, (pad, pad + win))
+    ep = np.pad(exc, (pad, pad + win))
+    n_frames = 1 + n // HOP
+    idx = np.arange(n_frames)[:, None] * HOP + np.arange(win)[None, :]
+    frames = xp[idx] * w
+    frames += 1e-7 * rng.normal(0, 1, frames.shape)  # keeps silent frames well conditioned
+    a = librosa.lpc(frames, order=order, axis=-1)
+    out = np.zeros(len(xp))
+    target = np.sqrt(np.mean(frames ** 2, axis=1))
+    for i in range(n_frames):
+        y = signal.lfilter([1.0], a[i], ep[idx[i]]) * w
+        rms = np.sqrt(np.mean(y ** 2))
+        if np.isfinite(rms) and rms > 0:
+            out[idx[i]] += y * (target[i] / rms)
+    return out[pad:pad + n] / 2.0  # Hann at 1/4 overlap sums to 2
+
+
+def _fit(y: np.ndarray, n: int) -> np.ndarray:
+    """Trim or zero-pad ``y`` at its end to ``n`` samples."""
+    return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
+
+
+def frame_effects(y: np.ndarray, rng: np.random.Generator, sr: int) -> tuple[np.ndarray, int]:
+    """Vocoder framing: for about half the spoofs drop or prepend 1-40 ms at the start, then make the length
+    a multiple of the hop (trim or pad the end). Returns ``(spoof, edge offset in samples)``."""
+    shift = 0
+    if rng.random() < 0.5:
+        s = int(rng.integers(int(0.001 * sr), int(0.040 * sr) + 1))
+        if rng.random() < 0.5:
+            y, shift = y[s:], -s
+        else:
+            lead = 10 ** (-70 / 20) * rng.normal(0, 1, s)
+            y, shift = np.concatenate([lead, y]), s
+    frames = len(y) // HOP + (1 if (len(y) % HOP and rng.random() < 0.5) else 0)
+    n = max(1, frames) * HOP
+    if len(y) < n:
+        y = np.concatenate([y, 10 ** (-70 / 20) * rng.normal(0, 1, n - len(y))])
+    return y[:n], shift
+
+
+# ----------------------------------------------------------------------------------------------------
+# Corpus
+# ----------------------------------------------------------------------------------------------------
+
+def _write_wav(path: Path, x: np.ndarray, sr: int) -> None:
+    sf.write(str(path), np.clip(x, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
+
+
+def _pcm16(x: np.ndarray) -> np.ndarray:
+    """What a PCM_16 round trip gives back (vocoders re-synthesise the real file as written)."""
+    return np.round(np.clip(x, -1.0, 1.0) * 32767.0) / 32767.0
+
+
+def utterance_ids(cfg: DemoConfig, speakers: list[Speaker]) -> list[tuple[Speaker, str]]:
+    """(speaker, LibriTTS-style id) for every utterance, e.g. ``101_5000_000003_000000``."""
+    rng = np.random.default_rng([cfg.seed, 2])
+    out = []
+    for spk in speakers:
+        num = int(rng.integers(0, 20))
+        for u in range(cfg.utts_per_speaker):
+            chap = spk.chapters[min(len(spk.chapters) - 1, u * len(spk.chapters) // cfg.utts_per_speaker)]
+            num += int(rng.integers(1, 6))
+            out.append((spk, f"{spk.id}_{chap}_{num:06d}_000000"))
+    return out
+
+
+def assign_splits(cfg: DemoConfig, utts: list[tuple[Speaker, str]]) -> dict[str, list[str]]:
+    """About 60/20/20 of the utterances, each speaker spread over the splits (as in LibriSeVoc)."""
+    rng = np.random.default_rng([cfg.seed, 3])
+    keys = []
+    by_spk: dict[str, list[str]] = {}
+    for spk, uid in utts:
+        by_spk.setdefault(spk.id, []).append(uid)
+    for ids in by_spk.values():
+        perm = rng.permutation(len(ids))
+        jitter = rng.uniform(0, 1)
+        for rank, j in enumerate(perm):
+            keys.append(((rank + jitter) / len(ids), ids[j]))
+    keys.sort()
+    n = len(keys)
+    n_train = int(round(SPLIT_FRACTIONS[0] * n))
+    n_dev = int(round(SPLIT_FRACTIONS[1] * n)) if n >= 3 else 0
+    if n >= 3:
+        n_train = min(n_train, n - 2)
+        n_dev = max(1, min(n_dev, n - n_train - 1))
+    ordered = [u for _, u in keys]
+    return {"train": sorted(ordered[:n_train]), "dev": sorted(ordered[n_train:n_train + n_dev]),
+            "test": sorted(ordered[n_train + n_dev:])}
+
+
+def generate(root: str | Path, *, n_speakers: int = 4, utts_per_speaker: int = 8, seed: int = 0,
+             sample_rate: int = 24000, vocoders: tuple[str, ...] | list[str] = VOCODERS) -> Path:
+    """Write the demo corpus into ``root`` (LibriSeVoc layout, truth.json, marker last); returns ``root``."""
+    cfg = DemoConfig(n_speakers, utts_per_speaker, seed, sample_rate, tuple(vocoders))
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    (root / MARKER).unlink(missing_ok=True)
+    sr = cfg.sample_rate
+    (root / "gt").mkdir(exist_ok=True)
+    for v in cfg.vocoders:
+        (root / v).mkdir(exist_ok=True)
+
+    speakers = make_speakers(cfg)
+    utts = utterance_ids(cfg, speakers)
+    truth: dict[str, int] = {}
+    for ui, (spk, uid) in enumerate(utts):
+        x = _pcm16(synth_utterance(spk, np.random.default_rng([cfg.seed, 10, ui]), sr))
+        _write_wav(root / "gt" / f"{uid}.wav", x, sr)
+        f0t = _f0_track(x, sr, 5.0) if {"world", "lpc"} & set(cfg.vocoders) else None
+        for v in cfg.vocoders:
+            vrng = np.random.default_rng([cfg.seed, 20, ui, VOCODERS.index(v)])
+            if v == "griffinlim":
+                y = voc_griffinlim(x, sr, vrng)
+            elif v == "world":
+                y = voc_world(x, sr, vrng, f0t)
+            else:
+                y = voc_lpc(x, sr, vrng, f0t)
+            y = y * (0.5 / max(0.5, np.max(np.abs(y)) + 1e-9))  # no clipping; keeps the real's level otherwise
+            y, shift = frame_effects(y, vrng, sr)
+            _write_wav(root / v / f"{uid}_gen.wav", y, sr)
+            truth[f"{v}__{uid}"] = int(shift + INTRINSIC_DELAY[v])
+
+    for split, ids in assign_splits(cfg, utts).items():
+        (root / f"{split}.txt").write_text("".join(f"{u}.wav\n" for u in ids))
+    (root / "truth.json").write_text(json.dumps(dict(sorted(truth.items())), indent=1) + "\n")
+    tmp = root / f"{MARKER}.tmp"
+    tmp.write_text(json.dumps(cfg.to_dict(), sort_keys=True) + "\n")
+    os.replace(tmp, root / MARKER)
+    return root
+
+
+def load_truth(root: str | Path) -> dict[str, int]:
+    """``{vocoder}__{ID}`` -> true offset (samples at the corpus rate, spoof position - real position)."""
+    return {k: int(v) for k, v in json.loads((Path(root) / "truth.json").read_text()).items()}
+
+
+def is_complete(root: str | Path, **kw) -> bool:
+    """True when ``root`` holds a finished demo corpus made with these parameters."""
+    marker = Path(root).expanduser() / MARKER
+    if not marker.is_file():
+        return False
+    try:
+        return json.loads(marker.read_text()) == DemoConfig(**{k: (tuple(v) if k == "vocoders" else v) for k, v in kw.items()}).to_dict()
+    except (json.JSONDecodeError, OSError):
+        return False
+
+
+def _owned_names(cfg: DemoConfig) -> set[str]:
+    return {"gt", "truth.json", MARKER, f"{MARKER}.tmp", "train.txt", "dev.txt", "test.txt", *VOCODERS, *cfg.vocoders}
+
+
+def ensure(root: str | Path | None = None, **kw) -> Path:
+    """Return ``root`` (default :func:`default_root`) holding the demo corpus, generating it if it is missing or
+    was made with other parameters. Built in a sibling temporary folder, then renamed into place."""
+    root = Path(root).expanduser() if root is not None else default_root()
+    if "vocoders" in kw:
+        kw["vocoders"] = tuple(kw["vocoders"])
+    cfg = DemoConfig(**kw)
+    if is_complete(root, **kw):
+        return root
+    if root.exists():
+        stray = sorted(p.name for p in root.iterdir() if p.name not in _owned_names(cfg))
+        if stray:
+            raise DemoError(f"{root} exists and is not a demo corpus (has {', '.join(stray[:3])}): pass an empty or new folder")
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        generate(tmp, n_speakers=cfg.n_speakers, utts_per_speaker=cfg.utts_per_speaker, seed=cfg.seed,
+                 sample_rate=cfg.sample_rate, vocoders=cfg.vocoders)
+        trash = None
+        if root.exists():
+            trash = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(root, trash)
+        try:
+            os.replace(tmp, root)
+        except OSError:  # another process installed one meanwhile
+            if not is_complete(root, **kw):
+                raise
+        if trash is not None:
+            shutil.rmtree(trash, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return root

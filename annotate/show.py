@@ -1,0 +1,84 @@
+"""`annotate show` (one row as the paper's Fig. 1) and `annotate stats` (counts, coverage, durations)."""
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .audio import decode_bytes
+from .dataset import array2d, build_config, read_table, shard_paths
+from .spectral import MaskConfig, STFTConfig, log_magnitude, smooth, stft
+
+
+def find_row(ds: str | Path, row_id: str) -> dict:
+    """The row ``row_id`` of dataset ``ds`` (Array2D columns as numpy); KeyError naming the id if absent."""
+    for path in shard_paths(ds):
+        ids = pq.read_table(path, columns=["id"]).column("id")
+        hit = pc.index(ids, row_id).as_py()
+        if hit >= 0:
+            t = pq.read_table(path).slice(hit, 1)
+            return {n: (array2d(t.column(n)[0]) if n in ("spoof_logmag", "mask", "diff") else t.column(n)[0].as_py())
+                    for n in t.column_names}
+    raise KeyError(f"id {row_id!r} not found in {ds} (list ids with `annotate stats {ds} --json` or pyarrow)")
+
+
+def show(ds: str | Path, row_id: str, out: str | Path | None = None) -> Path:
+    """Write a PNG of one row: real, spoof, smoothed spoof G(Ms), relative difference D, mask."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cfg = build_config(ds)
+    stft_cfg, mask_cfg = STFTConfig(**cfg["stft"]), MaskConfig(**cfg["mask"])
+    row = find_row(ds, row_id)
+    real, sr = decode_bytes(row["real_audio"]["bytes"])
+    real_lm = log_magnitude(stft(real, stft_cfg))
+    spoof_lm = row["spoof_logmag"]
+    smoothed = np.log(np.maximum(smooth(np.exp(spoof_lm), mask_cfg), 1e-8))
+    d = row["diff"].astype(np.float32)
+    panels = [("real (log |S|)", real_lm, "magma"), ("spoof (log |S|)", spoof_lm, "magma"),
+              ("smoothed spoof log G(Ms)", smoothed, "magma"), ("D = |G(Ms)-G(Mb)| / |G(Mb)| (log10)", np.log10(d + 1e-3), "viridis"),
+              (f"mask (D > q{mask_cfg.quantile:.2f}, {row['mask'].mean():.1%})", row["mask"], "gray_r")]
+    dur = len(real) / sr
+    fig, axes = plt.subplots(len(panels), 1, figsize=(10, 2.2 * len(panels)), sharex=True)
+    for ax, (title, img, cmap) in zip(axes, panels):
+        ax.imshow(img.T, origin="lower", aspect="auto", cmap=cmap, extent=(0, dur, 0, sr / 2000))
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel("kHz")
+    axes[-1].set_xlabel("time (s)")
+    fig.suptitle(f"{row_id}  ({row['vocoder']}, speaker {row['speaker']}, {row['split']}, offset {row['offset']} samples)", fontsize=10)
+    fig.tight_layout()
+    out = Path(out) if out else Path(f"{row_id}.png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
+def stats(ds: str | Path) -> dict:
+    """Counts per split and vocoder, hours, mask coverage and alignment statistics."""
+    t = read_table(ds, columns=["split", "vocoder", "num_samples", "align_score", "offset", "mask"])
+    sr = build_config(ds)["stft"]["sample_rate"]
+    mask_col = t.column("mask")
+    coverage = np.array([array2d(mask_col[i]).mean() for i in range(t.num_rows)])
+    groups: dict[tuple[str, str], list[int]] = defaultdict(list)
+    for i, (s, v) in enumerate(zip(t.column("split").to_pylist(), t.column("vocoder").to_pylist())):
+        groups[(s, v)].append(i)
+    ns = np.asarray(t.column("num_samples").to_numpy(), dtype=np.float64)
+    table = []
+    for (s, v), idx in sorted(groups.items()):
+        table.append({"split": s, "vocoder": v, "rows": len(idx), "hours": float(ns[idx].sum() / sr / 3600),
+                      "mean_seconds": float(ns[idx].mean() / sr), "mask_coverage": float(coverage[idx].mean())})
+    out = {"rows": t.num_rows, "hours": float(ns.sum() / sr / 3600), "mask_coverage": float(coverage.mean()),
+           "align_score_mean": float(np.mean(t.column("align_score").to_numpy())),
+           "abs_offset_ms_median": float(np.median(np.abs(t.column("offset").to_numpy())) * 1000 / sr),
+           "by_split_vocoder": table}
+    lines = [f"{'split':<8}{'vocoder':<28}{'rows':>7}{'hours':>9}{'mean s':>8}{'mask %':>8}"]
+    lines += [f"{r['split']:<8}{r['vocoder']:<28}{r['rows']:>7}{r['hours']:>9.3f}{r['mean_seconds']:>8.2f}{100 * r['mask_coverage']:>8.2f}" for r in table]
+    lines.append(f"total: {out['rows']} rows, {out['hours']:.3f} h, mask coverage {100 * out['mask_coverage']:.2f}%, "
+                 f"mean align score {out['align_score_mean']:.3f}, median |offset| {out['abs_offset_ms_median']:.2f} ms")
+    out["text"] = "\n".join(lines)
+    return out

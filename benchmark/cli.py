@@ -1,0 +1,139 @@
+"""``benchmark`` command: score a submission, validate it, rank results (``run`` awaits the explainers).
+
+Exit codes: 0 success, 2 invalid input (submission, dataset, key, detector), each with a one-line
+message per problem and no traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .stats import BootstrapConfig
+from .submission import SubmissionError
+
+RUN_NOTE = (
+    "`benchmark run` is not available yet: it needs the explainers (baselines package: `explain --method ...`, "
+    "SpecSegDiff/ADDSegDiff inference), which do not exist in this build. Until then, write each method's "
+    "submission with `explain` (or benchmark.submission.write_submission), score it with `benchmark score`, "
+    "and rank the results with `benchmark leaderboard` (chance rows are added automatically)."
+)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="benchmark", description="Score explanation heatmaps against vocmask ground truth.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("score", help="validate and score a submission (Parquet file or folder)")
+    s.add_argument("submission", help="Parquet file or folder with columns id, heatmap")
+    s.add_argument("--dataset", required=True, help="vocmask dataset folder")
+    s.add_argument("--split", default="test")
+    s.add_argument("--detector", help="detector checkpoint: adds the faithfulness metrics AI/AD/AG/Fid-In")
+    s.add_argument("--key", help="private Parquet (id, mask) holding withheld test masks; replaces the dataset's masks")
+    s.add_argument("--name", help="method name shown in tables (default: submission metadata 'method', else file name)")
+    s.add_argument("-o", "--output", help="write the result JSON here")
+    s.add_argument("--workers", type=int, default=1, help="processes computing the metrics (default 1)")
+    _boot_args(s)
+
+    v = sub.add_parser("validate", help="run every submission check without scoring")
+    v.add_argument("submission")
+    v.add_argument("--dataset", required=True)
+    v.add_argument("--split", default="test")
+    v.add_argument("--key")
+
+    lb = sub.add_parser("leaderboard", help="rank result JSONs (chance baselines always included)")
+    lb.add_argument("results", help="folder of result JSONs from `benchmark score -o`")
+    lb.add_argument("--format", choices=("md", "csv", "html"), default="md")
+    lb.add_argument("--metric", default="IoU", help="ranking metric (default IoU)")
+    lb.add_argument("--dataset", help="dataset for missing chance rows (default: the one named in the results)")
+    lb.add_argument("--split", help="split for missing chance rows (default: the results' split)")
+    lb.add_argument("--key", help="private masks for the chance rows, as for `score --key`")
+    lb.add_argument("--save-chance", action="store_true", help="also write computed chance rows into the results folder")
+    lb.add_argument("-o", "--output", help="write the table here instead of stdout")
+    _boot_args(lb)
+
+    r = sub.add_parser("run", help="explain and score every available method (not available yet)")
+    r.add_argument("--dataset")
+    r.add_argument("--detector")
+    r.add_argument("--segdiff", action="append")
+    return p
+
+
+def _boot_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (default 1000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and of computed chance rows)")
+
+
+def _score(a) -> int:
+    from .score import format_table, score_submission, write_result
+
+    result = score_submission(
+        a.submission, a.dataset, a.split, detector=a.detector, key=a.key, name=a.name,
+        boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed), workers=a.workers,
+    )
+    for w in result["warnings"]:
+        print(f"benchmark: warning: {w}", file=sys.stderr)
+    print(format_table(result))
+    if a.output:
+        print(f"wrote {write_result(result, a.output)}")
+    return 0
+
+
+def _validate(a) -> int:
+    from .score import validate_submission
+
+    for w in validate_submission(a.submission, a.dataset, a.split, a.key):
+        print(f"benchmark: warning: {w}", file=sys.stderr)
+    print(f"{a.submission}: valid for split {a.split!r} of {a.dataset}")
+    return 0
+
+
+def _leaderboard(a) -> int:
+    from .chance import CHANCE_PREFIX
+    from .leaderboard import add_chance, load_results, render
+    from .score import write_result
+
+    results = load_results(a.results)
+    boot = BootstrapConfig(resamples=a.bootstrap, seed=a.seed)
+    before = {id(r) for r in results}
+    results = add_chance(results, a.dataset, a.split, a.seed, boot, a.key)
+    if a.save_chance:
+        for r in results:
+            if id(r) not in before:
+                slug = r["name"].removeprefix(CHANCE_PREFIX).replace(" ", "_")
+                print(f"wrote {write_result(r, Path(a.results) / f'chance_{slug}.json')}", file=sys.stderr)
+    text = render(results, a.format, a.metric)
+    if a.output:
+        Path(a.output).write_text(text)
+        print(f"wrote {a.output}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``benchmark`` console script; returns the exit code."""
+    from .score import ScoreError
+
+    a = _parser().parse_args(argv)
+    try:
+        if a.command == "score":
+            return _score(a)
+        if a.command == "validate":
+            return _validate(a)
+        if a.command == "leaderboard":
+            return _leaderboard(a)
+        print(f"benchmark: {RUN_NOTE}", file=sys.stderr)
+        return 2
+    except SubmissionError as e:
+        print(f"benchmark: invalid submission {getattr(a, 'submission', '')}:", file=sys.stderr)
+        for line in e.problems:
+            print(f"  error: {line}", file=sys.stderr)
+        return 2
+    except (ScoreError, FileNotFoundError) as e:
+        print(f"benchmark: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,328 @@
+"""Submissions: writing, reading (pyarrow only, never pickle) and the checks that run before scoring.
+
+A submission is a Parquet file, or a folder of them, with columns ``id`` (string) and ``heatmap``
+(floats, ``(frames, 257)`` time-first on the row's mask grid) stored as ``list<list<float>>`` or
+a ``datasets`` ``Array2D`` column. Method metadata (name, parameters, ...) is JSON in the Parquet
+schema metadata under the key ``b"vocmask"``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+META_KEY = b"vocmask"
+SHOW = 5  # ids named per message
+FLOAT_TYPES = (pa.float16(), pa.float32(), pa.float64())
+
+
+class SubmissionError(Exception):
+    """An invalid submission; ``problems`` holds one clear line per kind of problem."""
+
+    def __init__(self, problems: Sequence[str]):
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def _heatmap_type(dtype: str = "float32") -> pa.DataType:
+    return pa.list_(pa.list_(pa.from_numpy_dtype(np.dtype(dtype))))
+
+
+def heatmaps_to_arrow(heatmaps: Sequence[np.ndarray], dtype: str = "float32") -> pa.Array:
+    """``list<list<dtype>>`` array of time-first 2-D heatmaps, built from one flat buffer."""
+    arrays = [np.asarray(h, dtype=dtype) for h in heatmaps]
+    for a in arrays:
+        if a.ndim != 2:
+            raise ValueError(f"a heatmap must be 2-D (frames, n_freq), got shape {a.shape}")
+    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, dtype=dtype)
+    widths = np.repeat([a.shape[1] for a in arrays], [a.shape[0] for a in arrays]).astype(np.int64)
+    inner_off = np.concatenate([[0], np.cumsum(widths)]).astype(np.int32)
+    inner = pa.ListArray.from_arrays(pa.array(inner_off, pa.int32()), pa.array(flat))
+    frames = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    outer_off = np.concatenate([[0], np.cumsum(frames)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(outer_off, pa.int32()), inner)
+
+
+class SubmissionWriter:
+    """Streams ``(id, heatmap)`` rows into one Parquet file; written to ``path.tmp`` and renamed on ``close()``."""
+
+    def __init__(self, path: str | Path, metadata: dict | None = None, rows_per_group: int = 64, dtype: str = "float32"):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.dtype = dtype
+        meta = {META_KEY: json.dumps(metadata or {}, sort_keys=True, default=str).encode()}
+        self.schema = pa.schema([("id", pa.string()), ("heatmap", _heatmap_type(dtype))], metadata=meta)
+        self.rows_per_group = rows_per_group
+        self._ids: list[str] = []
+        self._maps: list[np.ndarray] = []
+        self.rows = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+
+    def write(self, id: str, heatmap: np.ndarray) -> None:
+        self._ids.append(str(id))
+        self._maps.append(np.asarray(heatmap))
+        if len(self._ids) >= self.rows_per_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._ids:
+            table = pa.Table.from_arrays(
+                [pa.array(self._ids, pa.string()), heatmaps_to_arrow(self._maps, self.dtype)], schema=self.schema
+            )
+            self._writer.write_table(table)
+            self.rows += len(self._ids)
+            self._ids, self._maps = [], []
+
+    def close(self) -> Path:
+        self._flush()
+        self._writer.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def __enter__(self) -> "SubmissionWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._writer.close()
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_submission(path: str | Path, ids: Iterable[str], heatmaps: Iterable[np.ndarray], metadata: dict | None = None) -> Path:
+    """Write a submission file: one row per ``(id, heatmap)``, ``metadata`` as JSON under ``b"vocmask"``."""
+    with SubmissionWriter(path, metadata) as w:
+        for i, h in zip(ids, heatmaps, strict=True):
+            w.write(i, h)
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def submission_files(path: str | Path) -> list[Path]:
+    """The Parquet files of a submission: the file itself, or every ``*.parquet`` under a folder."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(q for q in p.rglob("*.parquet") if q.is_file())
+        if not files:
+            raise SubmissionError([f"{p}: folder holds no *.parquet file — a submission is a Parquet file or a folder of them"])
+        return files
+    if not p.exists():
+        raise SubmissionError([f"{p}: no such file or folder — pass the submission's Parquet file"])
+    return [p]
+
+
+def _storage(t: pa.DataType) -> pa.DataType:
+    return t.storage_type if isinstance(t, pa.ExtensionType) else t
+
+
+def _is_list(t: pa.DataType) -> bool:
+    return pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t)
+
+
+def _open(f: Path) -> pq.ParquetFile:
+    try:
+        return pq.ParquetFile(f)
+    except Exception as e:  # pyarrow raises ArrowInvalid/OSError for non-Parquet bytes
+        raise SubmissionError([f"{f}: not a readable Parquet file ({type(e).__name__}: {str(e).splitlines()[0][:160]})"]) from None
+
+
+def check_schema(files: Sequence[Path]) -> list[str]:
+    """Column presence and types of every file: ``id`` string, ``heatmap`` 2-D nested list of floats."""
+    problems = []
+    for f in files:
+        schema = _open(f).schema_arrow
+        names = schema.names
+        missing = [c for c in ("id", "heatmap") if c not in names]
+        if missing:
+            problems.append(
+                f"{f}: missing column(s) {', '.join(missing)} (has: {', '.join(names) or 'none'}) — "
+                "a submission needs 'id' (string) and 'heatmap' (frames x 257 floats)"
+            )
+            continue
+        id_t = _storage(schema.field("id").type)
+        if not (pa.types.is_string(id_t) or pa.types.is_large_string(id_t)):
+            problems.append(f"{f}: column 'id' has type {id_t}; expected string — write the dataset's ids as strings")
+        t = _storage(schema.field("heatmap").type)
+        if not (_is_list(t) and _is_list(t.value_type)):
+            problems.append(
+                f"{f}: column 'heatmap' has type {t}; expected a 2-D list<list<float>> or Array2D (frames x 257, time first)"
+            )
+        elif t.value_type.value_type not in FLOAT_TYPES:
+            problems.append(
+                f"{f}: column 'heatmap' holds {t.value_type.value_type} values (wrong dtype) for all its rows; "
+                "expected float16/float32/float64 — cast the heatmaps to float32 before writing"
+            )
+    return problems
+
+
+def read_metadata(path: str | Path) -> dict:
+    """Method metadata (JSON under ``b"vocmask"``) of the submission's first file that has it; ``{}`` if none."""
+    for f in submission_files(path):
+        meta = _open(f).schema_arrow.metadata or {}
+        if META_KEY in meta:
+            try:
+                value = json.loads(meta[META_KEY])
+            except json.JSONDecodeError:
+                raise SubmissionError([f"{f}: schema metadata b'vocmask' is not valid JSON — write it with write_submission"]) from None
+            return value if isinstance(value, dict) else {"metadata": value}
+    return {}
+
+
+def read_ids(files: Sequence[Path]) -> list[str | None]:
+    """Every ``id`` of the submission, in file order (only that column is read)."""
+    out: list[str | None] = []
+    for f in files:
+        out.extend(pq.read_table(f, columns=["id"]).column("id").to_pylist())
+    return out
+
+
+def _offsets(arr: pa.Array) -> np.ndarray:
+    """Absolute offsets (n + 1) of a list-like array into its ``.values``."""
+    if pa.types.is_fixed_size_list(arr.type):
+        size = arr.type.list_size
+        return (arr.offset + np.arange(len(arr) + 1, dtype=np.int64)) * size
+    return np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def decode_2d(arr: pa.Array) -> list[tuple[np.ndarray | None, str | None]]:
+    """Rows of a 2-D nested list (or Array2D) array as ``(array, None)``, or ``(None, problem)`` for null/ragged rows."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if isinstance(arr.type, pa.ExtensionType):
+        arr = arr.storage
+    nulls = arr.is_null().to_numpy(zero_copy_only=False)
+    outer = _offsets(arr)
+    inner_arr = arr.values
+    inner = _offsets(inner_arr)
+    flat = inner_arr.values.to_numpy(zero_copy_only=False)
+    widths = np.diff(inner)
+    out: list[tuple[np.ndarray | None, str | None]] = []
+    for i in range(len(arr)):
+        if nulls[i]:
+            out.append((None, "null"))
+            continue
+        a, b = outer[i], outer[i + 1]
+        if a == b:
+            out.append((flat[:0].reshape(0, 0), None))
+            continue
+        w = widths[a:b]
+        if w.min() != w.max():
+            out.append((None, f"ragged: rows of {w.min()} to {w.max()} values"))
+            continue
+        out.append((flat[inner[a] : inner[b]].reshape(b - a, int(w[0])), None))
+    return out
+
+
+def iter_heatmaps(files: Sequence[Path], batch_rows: int = 256) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """``(id, heatmap, problem)`` for every row, one record batch at a time (bounded memory)."""
+    for f in files:
+        pf = _open(f)
+        for batch in pf.iter_batches(batch_size=batch_rows, columns=["id", "heatmap"]):
+            ids = batch.column(0).to_pylist()
+            for i, (h, problem) in zip(ids, decode_2d(batch.column(1))):
+                yield i, h, problem
+
+
+# ----------------------------------------------------------------------------------------------- checks
+
+
+@dataclass
+class ProblemLog:
+    """Collects offending ids per kind of problem and renders one message per kind."""
+
+    errors: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    warnings: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+
+    def error(self, kind: str, id: str, detail: str = "") -> None:
+        self.errors.setdefault(kind, []).append((str(id), detail))
+
+    def warn(self, kind: str, id: str, detail: str = "") -> None:
+        self.warnings.setdefault(kind, []).append((str(id), detail))
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @staticmethod
+    def _render(kind: str, items: list[tuple[str, str]]) -> str:
+        head, hint = MESSAGES[kind]
+        named = ", ".join(f"{i} ({d})" if d else i for i, d in items[:SHOW])
+        more = f", ... and {len(items) - SHOW} more" if len(items) > SHOW else ""
+        return f"{len(items)} {head}: {named}{more} — {hint}"
+
+    def error_messages(self) -> list[str]:
+        return [self._render(k, v) for k, v in self.errors.items()]
+
+    def warning_messages(self) -> list[str]:
+        return [self._render(k, v) for k, v in self.warnings.items()]
+
+
+MESSAGES = {
+    "missing": ("dataset id(s) have no heatmap (missing ids)", "write a heatmap for every id of the split"),
+    "extra": ("submitted id(s) are not in the split (extra ids)", "remove them, or check --dataset/--split"),
+    "duplicate": ("id(s) appear more than once (duplicate ids)", "write each id exactly once"),
+    "null_id": ("row(s) have a null id", "every row needs the dataset row's id"),
+    "null": ("heatmap(s) are null", "write a (frames x 257) float array for every id"),
+    "ragged": ("heatmap(s) are ragged (rows of different lengths)", "write a rectangular (frames x 257) array"),
+    "shape": (
+        "heatmap(s) have the wrong shape",
+        "a heatmap must be on its row's mask grid (frames x 257, time first; transpose a (257, frames) map)",
+    ),
+    "nonfinite": ("heatmap(s) contain NaN or inf values", "replace non-finite values before writing"),
+    "constant": (
+        "heatmap(s) are constant",
+        "a constant heatmap binarises to an empty map: its F1, IoU and FBound are 0",
+    ),
+}
+
+
+def check_ids(sub_ids: Sequence[str | None], expected: Sequence[str], log: ProblemLog) -> None:
+    """Missing, extra, duplicate and null ids against the split's ids (in the split's order)."""
+    counts = Counter(sub_ids)
+    if counts.pop(None, 0):
+        for j, s in enumerate(sub_ids):
+            if s is None:
+                log.error("null_id", f"row #{j}")
+    expected_set = set(expected)
+    for i in expected:
+        if i not in counts:
+            log.error("missing", i)
+    for i, n in counts.items():
+        if i not in expected_set:
+            log.error("extra", i)
+        if n > 1:
+            log.error("duplicate", i, f"{n} times")
+
+
+def check_heatmap(id: str, heatmap: np.ndarray | None, problem: str | None, expected_shape: tuple, log: ProblemLog) -> bool:
+    """Shape, finiteness and constancy of one heatmap; returns True when it can be scored."""
+    if problem is not None:
+        if problem == "null":
+            log.error("null", id)
+        else:
+            log.error("ragged", id, problem.removeprefix("ragged: "))
+        return False
+    if tuple(heatmap.shape) != tuple(expected_shape):
+        log.error("shape", id, f"expected {tuple(expected_shape)}, got {tuple(heatmap.shape)}")
+        return False
+    finite = np.isfinite(heatmap)
+    if not finite.all():
+        log.error("nonfinite", id, f"{int(finite.size - np.count_nonzero(finite))} values")
+        return False
+    if heatmap.size and heatmap.min() == heatmap.max():
+        log.warn("constant", id)
+    return True

@@ -1,0 +1,41 @@
+"""Session fixtures: a small demo corpus (LibriSeVoc layout, generated offline) and its built dataset."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+DEMO_KW = dict(n_speakers=4, utts_per_speaker=6, seed=0)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Never read or write the user's cache from tests."""
+    old = os.environ.get("VOCMASK_CACHE")
+    os.environ["VOCMASK_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    if old is None:
+        os.environ.pop("VOCMASK_CACHE", None)
+    else:
+        os.environ["VOCMASK_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def demo_corpus(tmp_path_factory) -> Path:
+    """24 real utterances x 3 vocoders at 24 kHz, with truth.json holding the true offsets."""
+    from annotate.demo import ensure
+
+    root = tmp_path_factory.mktemp("demo") / "LibriSeVoc"
+    ensure(root, **DEMO_KW)
+    return root
+
+
+@pytest.fixture(scope="session")
+def demo_ds(tmp_path_factory, demo_corpus) -> Path:
+    """The demo corpus built into a dataset (train/dev/test shards) with default settings."""
+    from annotate.build import BuildConfig, build
+
+    out = tmp_path_factory.mktemp("ds") / "demo_ds"
+    build(BuildConfig(source="demo", root=str(demo_corpus), shard_size=16), out, workers=1, progress=False)
+    return out

@@ -1,0 +1,89 @@
+"""The ``train segdiff`` subcommand (registered by training/cli.py via :func:`add_parser` / :func:`run`)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from .config import preset, replace
+
+
+def add_parser(subparsers) -> argparse.ArgumentParser:
+    """Add ``segdiff`` to a ``train`` subparsers object; returns the new parser."""
+    p = subparsers.add_parser("segdiff", help="train SpecSegDiff (--condition spec) or ADDSegDiff (--condition detector)",
+                              description="Train a SegDiff explainer on a vocmask dataset. Re-running the same "
+                                          "command resumes from OUT/last.pt.")
+    p.add_argument("--dataset", required=True, help="dataset folder from `annotate build`")
+    p.add_argument("--condition", choices=("spec", "detector"), default="spec",
+                   help="spec = SpecSegDiff (spoof log-magnitude), detector = ADDSegDiff (frozen detector layers)")
+    p.add_argument("--detector", help="`train detector` checkpoint (required for --condition detector)")
+    p.add_argument("--out", required=True, help="checkpoint folder (config.json, last.pt, metrics.jsonl)")
+    p.add_argument("--config", choices=("paper", "small"), default="small", help="named preset (default small: CPU)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--crop-frames", type=int, help="training crop length in STFT frames (also the inference crop)")
+    p.add_argument("--width", type=int, help="UNet base width")
+    p.add_argument("--rrdb-blocks", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--ema-decay", type=float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--val-every", type=int, help="steps between dev-split IoU checks")
+    p.add_argument("--val-utterances", type=int, help="dev utterances scored at each check")
+    p.add_argument("--ckpt-every", type=int)
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this wall time; run again to resume")
+    p.add_argument("--train-split", default="train")
+    p.add_argument("--dev-split", default="dev", help="split for validation IoU ('' to skip)")
+    p.add_argument("--limit", type=int, help="use only the first N training rows")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def build_config(a):
+    """The preset named by ``--config`` with the command-line overrides applied."""
+    cfg = preset(a.config, a.condition)
+    model = replace(cfg.model, width=a.width, rrdb_blocks=a.rrdb_blocks)
+    if a.condition == "detector":
+        from .detector_features import detector_spec, load_frozen_detector
+
+        if not a.detector:
+            raise SystemExit("error: --condition detector needs --detector CKPT (train one with `train detector`)")
+        layers, dim = detector_spec(load_frozen_detector(a.detector))
+        model = replace(model, detector_layers=layers, detector_dim=dim)
+    train = replace(cfg.train, steps=a.steps, batch_size=a.batch_size, crop_frames=a.crop_frames, lr=a.lr,
+                    weight_decay=a.weight_decay, ema_decay=a.ema_decay, seed=a.seed, val_every=a.val_every,
+                    val_utterances=a.val_utterances, ckpt_every=a.ckpt_every, max_minutes=a.max_minutes)
+    return replace(cfg, model=model, train=train)
+
+
+def run(args) -> int:
+    """Execute ``train segdiff`` with parsed ``args``."""
+    import torch
+
+    from .train import train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cfg = build_config(args)
+    try:
+        res = train(cfg, args.dataset, args.out, detector=args.detector, train_split=args.train_split,
+                    dev_split=args.dev_split or None, train_limit=args.limit, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as e:
+        raise SystemExit(f"error: {e}") from None
+    summary = {"out": args.out, "step": res["step"], "final_loss": sum(res["losses"][-50:]) / max(len(res["losses"][-50:]), 1),
+               "val": res["val"][-1] if res["val"] else None, "stopped_early": res["stopped_early"]}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def main(argv=None) -> int:
+    """Standalone entry (``python -m training.segdiff.cli ...``) until ``train segdiff`` is registered."""
+    parser = argparse.ArgumentParser(prog="segdiff")
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    add_parser(sub)
+    args = parser.parse_args(argv)
+    return run(args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

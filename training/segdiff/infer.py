@@ -1,0 +1,173 @@
+"""Sampling heatmaps: whole utterances as overlapping time crops, stitched with a window.
+
+The fast path encodes each crop's condition ONCE and denoises all (crop, sample) pairs of a chunk as
+one batch; the naive path (reference for tests and perf) re-encodes the condition at every step and
+runs one sample at a time. Both draw noise from the same per-(crop, sample) generators.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import SegDiffConfig
+from .diffusion import Diffusion, NoiseSource
+from .model import SegDiffUNet
+
+CONFIG_FILE, STATE_FILE = "config.json", "last.pt"
+
+
+def crop_starts(frames: int, length: int, hop: int) -> list[int]:
+    """Starts of length-``length`` crops covering ``frames`` with hop ``hop`` (last one flush with the end)."""
+    if frames <= length:
+        return [0]
+    starts = list(range(0, frames - length, hop))
+    return starts + [frames - length]
+
+
+def stitch_window(length: int) -> np.ndarray:
+    """Positive sine window: crops overlap-add smoothly and every frame gets non-zero weight."""
+    return np.sin(np.pi * (np.arange(length) + 0.5) / length).astype(np.float64)
+
+
+def _to_heat(x0: torch.Tensor) -> torch.Tensor:
+    """Final samples in [-1, 1] -> foreground probability in [0, 1]."""
+    return (x0.clamp(-1, 1) + 1) / 2
+
+
+@torch.no_grad()
+def sample_batched(model: SegDiffUNet, diff: Diffusion, cond: torch.Tensor, frames: int, noise: NoiseSource,
+                   crop_ids: list[int], n_samples: int, ddim_steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
+    """Mean heatmap per crop (C, frames, F): condition encoded once, all C*S chains in one batch."""
+    feats = model.encode_condition(cond, frames=frames)
+    feats = feats.repeat_interleave(n_samples, 0) if cond.shape[0] > 1 else feats
+    pairs = [(c, s) for c in crop_ids for s in range(n_samples)]
+    shape = (1, frames, model.cfg.n_freq)
+    x = noise.draw(pairs, shape)
+    steps, ddim = diff.timesteps(ddim_steps), ddim_steps is not None and ddim_steps < diff.T
+    for i, t in enumerate(steps):
+        eps = model.denoise(x, torch.full((len(pairs),), t, dtype=torch.long), feats)
+        z = noise.draw(pairs, shape) if diff.needs_noise(i, steps, ddim, eta) else None
+        x = diff.step(x, eps, t, steps[i + 1] if i + 1 < len(steps) else -1, z, ddim, eta)
+    return _to_heat(x).reshape(len(crop_ids), n_samples, frames, -1).mean(1)
+
+
+@torch.no_grad()
+def sample_naive(model: SegDiffUNet, diff: Diffusion, cond: torch.Tensor, frames: int, noise: NoiseSource,
+                 crop_ids: list[int], n_samples: int, ddim_steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
+    """Reference loop: one sample at a time, the condition re-encoded at every step."""
+    shape = (1, frames, model.cfg.n_freq)
+    steps, ddim = diff.timesteps(ddim_steps), ddim_steps is not None and ddim_steps < diff.T
+    out = []
+    for k, c in enumerate(crop_ids):
+        acc = 0
+        for s in range(n_samples):
+            x = noise.draw([(c, s)], shape)
+            for i, t in enumerate(steps):
+                feats = model.encode_condition(cond[k : k + 1], frames=frames)
+                eps = model.denoise(x, torch.full((1,), t, dtype=torch.long), feats)
+                z = noise.draw([(c, s)], shape) if diff.needs_noise(i, steps, ddim, eta) else None
+                x = diff.step(x, eps, t, steps[i + 1] if i + 1 < len(steps) else -1, z, ddim, eta)
+            acc = acc + _to_heat(x)[0, 0]
+        out.append(acc / n_samples)
+    return torch.stack(out)
+
+
+def utterance_key(uid: str) -> int:
+    """Stable 32-bit key of an utterance id (seeds its noise generators)."""
+    return zlib.crc32(uid.encode())
+
+
+@torch.no_grad()
+def explain_utterance(model: SegDiffUNet, diff: Diffusion, utt, condition, crop_frames: int, *, n_samples: int = 32,
+                      ddim_steps: int | None = None, eta: float = 0.0, seed: int = 0, hop: int | None = None,
+                      max_batch: int = 64, naive: bool = False) -> np.ndarray:
+    """Heatmap (frames, F) of one utterance: crops stitched with :func:`stitch_window`."""
+    frames = utt.frames
+    length = min(crop_frames, frames)
+    starts = crop_starts(frames, length, hop or max(length // 2, 1))
+    noise = NoiseSource(seed, utterance_key(utt.id), len(starts), n_samples)
+    chunk = max(1, max_batch // n_samples)
+    sampler = sample_naive if naive else sample_batched
+    acc = np.zeros((frames, model.cfg.n_freq))
+    wsum = np.zeros((frames, 1))
+    win = stitch_window(length)[:, None] if len(starts) > 1 else np.ones((length, 1))
+    for c0 in range(0, len(starts), chunk):
+        ids = list(range(c0, min(c0 + chunk, len(starts))))
+        cond = condition([utt] * len(ids), [starts[i] for i in ids], length)
+        heat = sampler(model, diff, cond, length, noise, ids, n_samples, ddim_steps, eta).double().numpy()
+        for k, i in enumerate(ids):
+            acc[starts[i] : starts[i] + length] += win * heat[k]
+            wsum[starts[i] : starts[i] + length] += win
+    return (acc / wsum).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------- checkpoints
+
+
+def load_checkpoint(path: str | Path, ema: bool = True) -> tuple[SegDiffUNet, SegDiffConfig, dict]:
+    """(model in eval mode with EMA weights, config, extra metadata) from a ``train segdiff`` folder."""
+    folder = Path(path)
+    folder = folder if folder.is_dir() else folder.parent
+    cfg_path, state_path = folder / CONFIG_FILE, folder / STATE_FILE
+    if not cfg_path.exists() or not state_path.exists():
+        raise FileNotFoundError(f"{path}: not a SegDiff checkpoint (need {CONFIG_FILE} and {STATE_FILE}; train one with `train segdiff`)")
+    meta = json.loads(cfg_path.read_text())
+    cfg = SegDiffConfig.from_dict(meta["config"])
+    state = torch.load(state_path, map_location="cpu", weights_only=True)
+    model = SegDiffUNet(cfg.model)
+    model.load_state_dict(state["ema" if ema else "model"])
+    return model.eval(), cfg, meta
+
+
+def make_condition(cfg: SegDiffConfig, meta: dict, detector_path: str | None = None):
+    """The condition provider of a checkpoint: spectrogram crops, or the frozen detector's layers."""
+    from .data import DetectorCondition, SpecCondition
+
+    if cfg.model.condition == "spec":
+        return SpecCondition()
+    from .detector_features import load_frozen_detector
+
+    path = detector_path or meta.get("detector")
+    if not path:
+        raise ValueError("this ADDSegDiff checkpoint names no detector: pass --detector CKPT")
+    return DetectorCondition(load_frozen_detector(path), cfg.model.detector_layers)
+
+
+def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, ddim_steps: int | None = None, seed: int = 0,
+                  limit: int | None = None, eta: float = 0.0, max_batch: int = 64, detector: str | None = None,
+                  progress: bool = True) -> Path:
+    """Write a submission (id, heatmap) for every spoof row of ``split``; the heatmap is the mean of
+    ``n_samples`` sampled masks in [0, 1] (foreground probability)."""
+    from tqdm import tqdm
+
+    from annotate.dataset import iter_rows
+    from benchmark.submission import SubmissionWriter
+
+    from .data import row_to_utterance
+
+    model, cfg, meta = load_checkpoint(checkpoint)
+    model = model.to(memory_format=torch.channels_last)
+    diff = Diffusion(cfg.diffusion)
+    condition = make_condition(cfg, meta, detector)
+    with_audio = cfg.model.condition == "detector"
+    cols = ["id", "spoof_logmag"] + (["spoof_audio"] if with_audio else [])
+    method = "specsegdiff" if cfg.model.condition == "spec" else "addsegdiff"
+    metadata = {
+        "method": method, "checkpoint": str(checkpoint), "dataset": str(dataset), "split": split,
+        "n_samples": n_samples, "ddim_steps": ddim_steps, "eta": eta, "seed": seed,
+        "crop_frames": cfg.train.crop_frames, "normalisation": cfg.normalisation, "step": meta.get("step"),
+    }
+    with SubmissionWriter(out_path, metadata) as w:
+        rows = iter_rows(dataset, split, cols)
+        for n, row in enumerate(tqdm(rows, desc=f"{method} {split}", disable=not progress, unit="utt")):
+            if limit is not None and n >= limit:
+                break
+            utt = row_to_utterance(row, with_audio)
+            heat = explain_utterance(model, diff, utt, condition, cfg.train.crop_frames, n_samples=n_samples,
+                                     ddim_steps=ddim_steps, eta=eta, seed=seed, max_batch=max_batch)
+            w.write(utt.id, heat)
+    return Path(out_path)

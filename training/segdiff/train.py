@@ -1,0 +1,167 @@
+"""Training loop: eps-MSE on random time crops, Adam, EMA, periodic dev IoU, resumable checkpoints.
+
+A checkpoint folder holds ``config.json`` (config, dataset, detector, step) and ``last.pt`` (model, EMA,
+optimiser, step, RNG states; loadable with ``torch.load(weights_only=True)``). Running the same command
+again resumes from ``last.pt``; batches are a pure function of (seed, step), so the resumed run replays
+exactly what an uninterrupted one would have seen.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .config import SegDiffConfig, replace
+from .data import CropSampler, SpecCondition, load_split
+from .diffusion import Diffusion
+from .infer import CONFIG_FILE, STATE_FILE, explain_utterance
+from .metrics import iou_f1
+from .model import SegDiffUNet
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    """ema = decay * ema + (1 - decay) * model, parameter by parameter (buffers copied)."""
+    for pe, pm in zip(ema.parameters(), model.parameters()):
+        pe.lerp_(pm, 1.0 - decay)
+    for be, bm in zip(ema.buffers(), model.buffers()):
+        be.copy_(bm)
+
+
+def ema_decay(step: int, target: float) -> float:
+    """Warm-up decay min(target, (1+step)/(10+step)): early EMA tracks the model instead of its init."""
+    return min(target, (1.0 + step) / (10.0 + step))
+
+
+@torch.no_grad()
+def evaluate(model: SegDiffUNet, diff: Diffusion, utts, condition, cfg: SegDiffConfig, *, n_samples: int,
+             ddim_steps: int | None, seed: int = 0) -> dict:
+    """Mean IoU/F1 (percent) over ``utts`` of the averaged heatmap binarised at its own 95% quantile."""
+    model.eval()
+    ious, f1s = [], []
+    for u in utts:
+        heat = explain_utterance(model, diff, u, condition, cfg.train.crop_frames, n_samples=n_samples,
+                                 ddim_steps=ddim_steps, seed=seed)
+        iou, f1 = iou_f1(heat, u.mask)
+        ious.append(iou)
+        f1s.append(f1)
+    return {"iou": float(np.mean(ious)), "f1": float(np.mean(f1s)), "n": len(utts)}
+
+
+def _save(out: Path, cfg: SegDiffConfig, meta: dict, model, ema, opt, step: int, gen: torch.Generator) -> None:
+    """Atomic write of the training state and the config JSON."""
+    state = {
+        "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(), "step": step,
+        "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+    }
+    tmp = out / (STATE_FILE + ".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, out / STATE_FILE)
+    tmpc = out / (CONFIG_FILE + ".tmp")
+    tmpc.write_text(json.dumps({**meta, "config": cfg.to_dict(), "step": step}, indent=2))
+    os.replace(tmpc, out / CONFIG_FILE)
+
+
+def _check_same(out: Path, cfg: SegDiffConfig) -> None:
+    """Refuse to resume a folder trained with another config (a silent mix would be meaningless)."""
+    p = out / CONFIG_FILE
+    if p.exists():
+        old = SegDiffConfig.from_dict(json.loads(p.read_text())["config"])
+        t = cfg.train
+        free = dict(steps=t.steps, max_minutes=t.max_minutes, val_every=t.val_every, ckpt_every=t.ckpt_every,
+                    val_utterances=t.val_utterances, val_samples=t.val_samples, val_ddim_steps=t.val_ddim_steps)
+        if replace(old, train=replace(old.train, **free)) != cfg:
+            raise ValueError(f"{out} holds a checkpoint with another config: pass a new --out or the same options")
+
+
+def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector: str | None = None, train_split: str = "train",
+          dev_split: str | None = "dev", train_limit: int | None = None, utts=None, dev_utts=None, condition=None,
+          progress: bool = True, log=print) -> dict:
+    """Train (or resume) a SegDiff model; returns {"step", "loss", "val": [...]}.
+
+    ``utts`` / ``dev_utts`` / ``condition`` may be given directly (tests); otherwise they are read from ``dataset``.
+    """
+    from tqdm import tqdm
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
+    with_audio = cfg.model.condition == "detector"
+    if condition is None:
+        if with_audio:
+            from .data import DetectorCondition
+            from .detector_features import load_frozen_detector
+
+            if not detector:
+                raise ValueError("--condition detector needs --detector CKPT (a `train detector` checkpoint)")
+            condition = DetectorCondition(load_frozen_detector(detector), cfg.model.detector_layers)
+        else:
+            condition = SpecCondition()
+    if utts is None:
+        utts = load_split(dataset, train_split, with_audio=with_audio, limit=train_limit)
+    if dev_utts is None and dev_split:
+        try:
+            dev_utts = load_split(dataset, dev_split, with_audio=with_audio, limit=tc.val_utterances)
+        except (FileNotFoundError, ValueError) as e:
+            log(f"no validation: {e}")
+    _check_same(out, cfg)
+
+    model = SegDiffUNet(cfg.model).to(memory_format=torch.channels_last)
+    ema = copy.deepcopy(model).eval()
+    for p in ema.parameters():
+        p.requires_grad_(False)
+    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    gen = torch.Generator().manual_seed(tc.seed)
+    step = 0
+    if (out / STATE_FILE).exists():
+        st = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
+        model.load_state_dict(st["model"])
+        ema.load_state_dict(st["ema"])
+        opt.load_state_dict(st["optimizer"])
+        gen.set_state(st["generator"])
+        torch.set_rng_state(st["torch_rng"])
+        step = int(st["step"])
+        log(f"resuming {out} at step {step}")
+    meta = {"dataset": str(dataset), "detector": str(detector) if detector else None, "train_split": train_split,
+            "train_rows": len(utts), "method": "specsegdiff" if cfg.model.condition == "spec" else "addsegdiff"}
+    diff = Diffusion(cfg.diffusion)
+    sampler = CropSampler(utts, tc.crop_frames, tc.batch_size, tc.seed, condition)
+    hist_path = out / "metrics.jsonl"
+    t_start, losses, vals = time.time(), [], []
+    bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="segdiff", unit="step")
+    stopped = False
+    while step < tc.steps:
+        model.train()
+        cond, x0, valid = sampler.batch(step)
+        loss = diff.loss(model, x0, cond, gen, valid)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        ema_update(ema, model, ema_decay(step, tc.ema_decay))
+        step += 1
+        losses.append(float(loss.detach()))
+        bar.update(1)
+        bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
+        out_of_time = tc.max_minutes > 0 and (time.time() - t_start) > tc.max_minutes * 60
+        last = step == tc.steps or out_of_time
+        record = {"step": step, "loss": float(np.mean(losses[-tc.ckpt_every:]))}
+        if dev_utts and (step % tc.val_every == 0 or last):
+            record["val"] = evaluate(ema, diff, dev_utts, condition, cfg, n_samples=tc.val_samples, ddim_steps=tc.val_ddim_steps)
+            vals.append({"step": step, **record["val"]})
+            log(f"step {step}: loss {record['loss']:.4f}, dev IoU {record['val']['iou']:.2f}, F1 {record['val']['f1']:.2f}")
+        if step % tc.ckpt_every == 0 or last or "val" in record:
+            _save(out, cfg, meta, model, ema, opt, step, gen)
+            with hist_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+        if out_of_time:
+            log(f"stopping at step {step}: --max-minutes {tc.max_minutes} reached (run again to resume)")
+            stopped = True
+            break
+    bar.close()
+    return {"step": step, "losses": losses, "val": vals, "stopped_early": stopped}
