@@ -25,6 +25,7 @@ from . import __version__
 from .align import AlignConfig, AlignmentError, align
 from .audio import AudioError, encode_flac, load
 from .dataset import ShardWriter, features
+from .rawboost import RawBoostConfig
 from .sources import Pair, Reject, read_source
 from .spectral import MaskConfig, STFTConfig, artifact_mask, log_magnitude, stft
 from .splits import assign_splits
@@ -54,6 +55,7 @@ class BuildConfig:
     stft: STFTConfig = field(default_factory=STFTConfig)
     mask: MaskConfig = field(default_factory=MaskConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
+    rawboost: RawBoostConfig = field(default_factory=RawBoostConfig)
     version: str = __version__
 
     def to_dict(self) -> dict:
@@ -65,6 +67,7 @@ class BuildConfig:
         d["stft"] = STFTConfig(**d.get("stft", {}))
         d["mask"] = MaskConfig(**d.get("mask", {}))
         d["align"] = AlignConfig(**d.get("align", {}))
+        d["rawboost"] = RawBoostConfig(**d.get("rawboost", {}))
         return cls(**d)
 
 
@@ -116,7 +119,7 @@ def annotate_pair(pair: Pair, cfg: BuildConfig) -> list[dict]:
         if algo:
             from .rawboost import augment_pair
 
-            r, s = augment_pair(real_a, spoof_a, algo, seed, sr)
+            r, s = augment_pair(real_a, spoof_a, algo, seed, sr, cfg.rawboost)
         spec = stft(np.stack([r, s]), cfg.stft)
         mask, d = artifact_mask(np.abs(spec[1]), np.abs(spec[0]), cfg.mask)
         rows.append(
@@ -143,21 +146,22 @@ def annotate_pair(pair: Pair, cfg: BuildConfig) -> list[dict]:
     return rows
 
 
-def run_shard(task: ShardTask, cfg: BuildConfig, out: str) -> dict:
+def run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict:
     """Annotate one shard's pairs, write the shard atomically, then its ``.parts`` summary."""
     import torch
     from threadpoolctl import threadpool_limits
 
     torch.set_num_threads(1)  # one core per worker: parallelism comes from the workers
     with threadpool_limits(1):
-        return _run_shard(task, cfg, out)
+        return _run_shard(task, cfg, out, schema)
 
 
-def _run_shard(task: ShardTask, cfg: BuildConfig, out: str) -> dict:
+def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict:
     t0 = time.perf_counter()
     out_p = Path(out)
-    feats = features(cfg.stft.n_freq, cfg.stft.sample_rate)
-    writer = ShardWriter(out_p / "data" / f"{task.name}.parquet", feats, metadata={"build": cfg.to_dict()})
+    if schema is None:
+        schema = features(cfg.stft.n_freq, cfg.stft.sample_rate).arrow_schema
+    writer = ShardWriter(out_p / "data" / f"{task.name}.parquet", schema, metadata={"build": cfg.to_dict()})
     rejects: list[dict] = []
     seconds = 0.0
     offsets: list[int] = []
@@ -181,13 +185,20 @@ def _run_shard(task: ShardTask, cfg: BuildConfig, out: str) -> dict:
         raise
     part = {"shard": task.name, "split": task.split, "pairs": len(task.pairs), "rows": writer.rows,
             "rejects": rejects, "seconds_audio": seconds, "offsets": offsets,
-            "seconds_taken": time.perf_counter() - t0}
+            "seconds_taken": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
     parts = out_p / ".parts"
     parts.mkdir(exist_ok=True)
     tmp = parts / f"{task.name}.json.tmp"
     tmp.write_text(json.dumps(part))
     os.replace(tmp, parts / f"{task.name}.json")
     return part
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident memory of this (worker) process so far, MB."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -265,7 +276,8 @@ def build(cfg: BuildConfig, out: str | Path, *, workers: int = 1, overwrite: boo
     bar = tqdm(total=sum(len(t.pairs) for t in tasks), initial=sum(len(t.pairs) for t in tasks if t not in todo),
                unit="pair", desc=f"annotate {cfg.source}", disable=not progress)
     with parallel_config(backend=backend or "loky", n_jobs=workers):
-        jobs = Parallel(return_as="generator_unordered")(delayed(run_shard)(t, cfg, str(out)) for t in todo)
+        schema = features(cfg.stft.n_freq, cfg.stft.sample_rate).arrow_schema
+        jobs = Parallel(return_as="generator_unordered")(delayed(run_shard)(t, cfg, str(out), schema) for t in todo)
         for part in jobs:
             bar.update(part["pairs"])
     bar.close()

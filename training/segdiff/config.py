@@ -74,6 +74,7 @@ class TrainConfig:
     val_utterances: int = 16
     val_samples: int = 8
     val_ddim_steps: int = 25
+    val_max_frames: int = 0  # validate on each dev utterance's first N frames (0 = whole utterance)
     ckpt_every: int = 1000
     max_minutes: float = 0.0  # 0 = no wall-clock limit; otherwise stop (and save) after this many minutes
 
@@ -145,7 +146,8 @@ def preset(name: str, condition: str = "spec") -> SegDiffConfig:
             val_every=300,
             val_utterances=2,
             val_samples=4,
-            val_ddim_steps=10,
+            val_ddim_steps=5,
+            val_max_frames=128,
             ckpt_every=100,
         )
         return SegDiffConfig(model=model, train=train)

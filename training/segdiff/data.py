@@ -96,7 +96,9 @@ class DetectorCondition:
     def __init__(self, detector, layers: tuple[int, ...]):
         from .detector_features import layer_features
 
-        self.detector, self.layers, self._fn = detector, tuple(layers), layer_features
+        for p in detector.parameters():
+            p.requires_grad_(False)
+        self.detector, self.layers, self._fn = detector.eval(), tuple(layers), layer_features
 
     def __call__(self, utts: list[Utterance], starts: list[int], length: int) -> torch.Tensor:
         audio = np.stack([crop_audio(u.audio, s, length) for u, s in zip(utts, starts)])

@@ -139,9 +139,10 @@ def make_condition(cfg: SegDiffConfig, meta: dict, detector_path: str | None = N
 
 def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, ddim_steps: int | None = None, seed: int = 0,
                   limit: int | None = None, eta: float = 0.0, max_batch: int = 64, detector: str | None = None,
-                  progress: bool = True) -> Path:
+                  hop: int | None = None, progress: bool = True) -> Path:
     """Write a submission (id, heatmap) for every spoof row of ``split``; the heatmap is the mean of
-    ``n_samples`` sampled masks in [0, 1] (foreground probability)."""
+    ``n_samples`` sampled masks in [0, 1] (foreground probability). ``hop``: crop hop in frames
+    (default half the training crop; the crop length itself = no overlap, half the cost)."""
     from tqdm import tqdm
 
     from annotate.dataset import iter_rows
@@ -159,7 +160,7 @@ def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, 
     metadata = {
         "method": method, "checkpoint": str(checkpoint), "dataset": str(dataset), "split": split,
         "n_samples": n_samples, "ddim_steps": ddim_steps, "eta": eta, "seed": seed,
-        "crop_frames": cfg.train.crop_frames, "normalisation": cfg.normalisation, "step": meta.get("step"),
+        "crop_frames": cfg.train.crop_frames, "hop": hop or max(cfg.train.crop_frames // 2, 1), "normalisation": cfg.normalisation, "step": meta.get("step"),
     }
     with SubmissionWriter(out_path, metadata) as w:
         rows = iter_rows(dataset, split, cols)
@@ -168,6 +169,6 @@ def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, 
                 break
             utt = row_to_utterance(row, with_audio)
             heat = explain_utterance(model, diff, utt, condition, cfg.train.crop_frames, n_samples=n_samples,
-                                     ddim_steps=ddim_steps, eta=eta, seed=seed, max_batch=max_batch)
+                                     ddim_steps=ddim_steps, eta=eta, seed=seed, max_batch=max_batch, hop=hop)
             w.write(utt.id, heat)
     return Path(out_path)

@@ -17,7 +17,9 @@ import numpy as np
 import torch
 
 from .config import SegDiffConfig, replace
-from .data import CropSampler, SpecCondition, load_split
+from annotate.spectral import DEFAULT_STFT
+
+from .data import CropSampler, SpecCondition, Utterance, load_split
 from .diffusion import Diffusion
 from .infer import CONFIG_FILE, STATE_FILE, explain_utterance
 from .metrics import iou_f1
@@ -43,10 +45,13 @@ def evaluate(model: SegDiffUNet, diff: Diffusion, utts, condition, cfg: SegDiffC
              ddim_steps: int | None, seed: int = 0) -> dict:
     """Mean IoU/F1 (percent) over ``utts`` of the averaged heatmap binarised at its own 95% quantile."""
     model.eval()
-    ious, f1s = [], []
+    ious, f1s, hop_length = [], [], DEFAULT_STFT.hop_length
+    n = cfg.train.val_max_frames
     for u in utts:
+        if n and u.frames > n:
+            u = Utterance(u.id, u.logmag[:n], u.mask[:n], None if u.audio is None else u.audio[: n * hop_length])
         heat = explain_utterance(model, diff, u, condition, cfg.train.crop_frames, n_samples=n_samples,
-                                 ddim_steps=ddim_steps, seed=seed)
+                                 ddim_steps=ddim_steps, seed=seed, hop=cfg.train.crop_frames)
         iou, f1 = iou_f1(heat, u.mask)
         ious.append(iou)
         f1s.append(f1)
@@ -118,7 +123,7 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
         p.requires_grad_(False)
     opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     gen = torch.Generator().manual_seed(tc.seed)
-    step = 0
+    step, prev = 0, {}
     if (out / STATE_FILE).exists():
         st = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(st["model"])
@@ -127,13 +132,15 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
         gen.set_state(st["generator"])
         torch.set_rng_state(st["torch_rng"])
         step = int(st["step"])
+        prev = json.loads((out / CONFIG_FILE).read_text())
         log(f"resuming {out} at step {step}")
     meta = {"dataset": str(dataset), "detector": str(detector) if detector else None, "train_split": train_split,
-            "train_rows": len(utts), "method": "specsegdiff" if cfg.model.condition == "spec" else "addsegdiff"}
+            "train_rows": len(utts), "method": "specsegdiff" if cfg.model.condition == "spec" else "addsegdiff",
+            "cpu_seconds": prev.get("cpu_seconds", 0.0) if step else 0.0}
     diff = Diffusion(cfg.diffusion)
     sampler = CropSampler(utts, tc.crop_frames, tc.batch_size, tc.seed, condition)
     hist_path = out / "metrics.jsonl"
-    t_start, losses, vals = time.time(), [], []
+    t_start, cpu0, losses, vals = time.time(), time.process_time(), [], []
     bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="segdiff", unit="step")
     stopped = False
     while step < tc.steps:
@@ -150,12 +157,14 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         out_of_time = tc.max_minutes > 0 and (time.time() - t_start) > tc.max_minutes * 60
         last = step == tc.steps or out_of_time
-        record = {"step": step, "loss": float(np.mean(losses[-tc.ckpt_every:]))}
+        record = {"step": step, "loss": float(np.mean(losses[-tc.ckpt_every:])), "wall_s": round(time.time() - t_start, 1)}
         if dev_utts and (step % tc.val_every == 0 or last):
             record["val"] = evaluate(ema, diff, dev_utts, condition, cfg, n_samples=tc.val_samples, ddim_steps=tc.val_ddim_steps)
             vals.append({"step": step, **record["val"]})
             log(f"step {step}: loss {record['loss']:.4f}, dev IoU {record['val']['iou']:.2f}, F1 {record['val']['f1']:.2f}")
         if step % tc.ckpt_every == 0 or last or "val" in record:
+            meta["cpu_seconds"] = meta.get("cpu_seconds", 0.0) + time.process_time() - cpu0
+            cpu0 = time.process_time()
             _save(out, cfg, meta, model, ema, opt, step, gen)
             with hist_path.open("a") as f:
                 f.write(json.dumps(record) + "\n")

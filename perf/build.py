@@ -1,0 +1,117 @@
+"""Build throughput, measured side by side in one run (this machine is noisy: read the ratios).
+
+Prints, for the demo corpus (or ``--source/--root``):
+  floor   read + resample + 2 STFTs per pair, one process, one thread
+  1 / 2 workers   end-to-end `annotate build` (WAV -> Parquet), wall clock and per-core steady state
+as seconds of spoof audio per second (x real time). ``--sizes`` also builds 1x and 4x subsets and
+prints the peak RSS of each worker process, which must stay flat as the corpus grows.
+
+    python perf/build.py                    # demo corpus
+    python perf/build.py --source librisevoc --root /data/LibriSeVoc --limit 400
+    python perf/build.py --sizes
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+
+def floor_rtf(pairs, sr: int) -> float:
+    """x real time of the unavoidable work: decode + resample both files, STFT both."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    from annotate.audio import load
+    from annotate.spectral import STFTConfig, stft
+
+    torch.set_num_threads(1)
+    cfg = STFTConfig(sample_rate=sr)
+    secs = 0.0
+    with threadpool_limits(1):
+        t0 = time.perf_counter()
+        for p in pairs:
+            real, _ = load(p.real_path, sr)
+            spoof, _ = load(p.spoof_path, sr)
+            stft(real, cfg), stft(spoof, cfg)
+            secs += min(len(real), len(spoof)) / sr
+        dt = time.perf_counter() - t0
+    return secs / dt
+
+
+def run_build(cfg, workers: int, out: Path) -> dict:
+    from annotate.build import build
+
+    shutil.rmtree(out, ignore_errors=True)
+    s = build(cfg, out, workers=workers, progress=False)
+    parts = [json.loads(p.read_text()) for p in (out / ".parts").glob("*.json")]
+    busy = sum(p["seconds_taken"] for p in parts)
+    audio = sum(p["seconds_audio"] for p in parts)
+    return {"wall_rtf": s["realtime_factor"], "per_core_rtf": audio / busy, "throughput_rtf": s["realtime_factor"],
+            "peak_rss_mb": max(p.get("peak_rss_mb", 0) for p in parts), "rows": s["rows_out"],
+            "hours": s["hours_audio"]}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", default="demo")
+    ap.add_argument("--root", default=None)
+    ap.add_argument("--real-root", default=None)
+    ap.add_argument("--limit", type=int, default=None, help="use the first N pairs (by id)")
+    ap.add_argument("--sizes", action="store_true", help="also compare worker peak memory at 1x and 4x corpus size")
+    ap.add_argument("--shard-size", type=int, default=16)
+    a = ap.parse_args()
+
+    from annotate.build import BuildConfig
+    from annotate.sources import read_source
+
+    cfg = BuildConfig(source=a.source, root=a.root, real_root=a.real_root, shard_size=a.shard_size)
+    pairs, _ = read_source(a.source, a.root, real_root=a.real_root)
+    if a.source == "demo" and a.root is None:
+        from annotate.sources.demo import resolved_root
+
+        cfg = replace(cfg, root=str(resolved_root()))
+    if a.limit:
+        pairs = pairs[: a.limit]
+    sr = cfg.stft.sample_rate
+    tmp = Path(tempfile.mkdtemp(prefix="vocmask-perf-"))
+    try:
+        # a manifest pins exactly these pairs for every build below
+        man = tmp / "pairs.tsv"
+        man.write_text("real_path\tspoof_path\tvocoder\tspeaker\tsplit\n" + "".join(
+            f"{p.real_path}\t{p.spoof_path}\t{p.vocoder}\t{p.speaker}\t{p.split or ''}\n" for p in pairs))
+        mcfg = replace(cfg, source="manifest", root=str(man), real_root=None)
+        fl = floor_rtf(pairs, sr)
+        r1 = run_build(mcfg, 1, tmp / "w1")
+        r2 = run_build(mcfg, 2, tmp / "w2")
+        print(f"pairs: {len(pairs)} ({r1['hours'] * 3600:.0f} s of spoof audio), source {a.source}")
+        print(f"{'':<28}{'x real time':>12}")
+        print(f"{'floor (read+resample+2 STFT)':<28}{fl:>12.0f}")
+        print(f"{'1 worker, per core':<28}{r1['per_core_rtf']:>12.0f}   (wall clock incl. start-up: {r1['wall_rtf']:.0f})")
+        print(f"{'2 workers, per core':<28}{r2['per_core_rtf']:>12.0f}   (wall clock incl. start-up: {r2['wall_rtf']:.0f})")
+        print(f"1 worker end-to-end / floor: {r1['per_core_rtf'] / fl:.2f}  (target >= 0.5)")
+        print(f"2 workers / 1 worker wall throughput: {r2['wall_rtf'] / r1['wall_rtf']:.2f}x  (target >= 1.8)")
+        print(f"target >= 300x per core with 1 worker: {'met' if r1['per_core_rtf'] >= 300 else 'NOT met'}")
+        if a.sizes:
+            n = max(4, len(pairs) // 4)
+            for k, sub in (("1x", pairs[:n]), ("4x", (pairs * 4)[: 4 * n])):
+                m = tmp / f"size{k}.tsv"
+                lines = []
+                for i, p in enumerate(sub):  # repeated pairs get their own vocoder name so ids stay unique
+                    lines.append(f"{p.real_path}\t{p.spoof_path}\t{p.vocoder}_{i // len(pairs)}\t{p.speaker}\t{p.split or ''}\n")
+                m.write_text("real_path\tspoof_path\tvocoder\tspeaker\tsplit\n" + "".join(lines))
+                r = run_build(replace(mcfg, root=str(m)), 2, tmp / f"size{k}")
+                print(f"corpus {k}: {r['rows']} rows, peak RSS per worker {r['peak_rss_mb']:.0f} MB")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    main()
