@@ -16,6 +16,7 @@ import re
 import shutil
 import time
 from collections import Counter
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -249,10 +250,57 @@ def _done(out: Path, task: ShardTask) -> bool:
     return (out / "data" / f"{task.name}.parquet").exists() and (out / ".parts" / f"{task.name}.json").exists()
 
 
+BACKENDS = ("loky", "dask", "ray")
+
+
+@contextmanager
+def parallel_backend(backend: str | None, workers: int, scheduler: str | None = None):
+    """joblib configuration for ``backend``; yields the ``return_as`` mode that backend supports.
+
+    loky: local processes. dask: a ``distributed`` client on ``scheduler`` (``tcp://...``), or a local
+    cluster of ``workers`` single-threaded processes. ray: joblib's Ray backend (optional extra;
+    ``scheduler`` is the Ray address); it cannot stream results, so progress comes at the end.
+    """
+    from joblib import parallel_config
+
+    backend = backend or "loky"
+    if backend == "dask":
+        try:
+            from distributed import Client, LocalCluster
+        except ImportError:
+            raise BuildError("--backend dask needs dask.distributed: pip install 'vocmask[cluster]'") from None
+        with ExitStack() as stack:
+            if scheduler:
+                client = stack.enter_context(Client(scheduler))
+            else:
+                cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                                           dashboard_address=None))
+                client = stack.enter_context(Client(cluster))
+            with parallel_config(backend="dask", n_jobs=-1 if scheduler else workers):
+                yield "generator_unordered"
+        return
+    if backend == "ray":
+        try:
+            import ray
+            from ray.util.joblib import register_ray
+        except ImportError:
+            raise BuildError("--backend ray needs Ray: pip install 'vocmask[ray]'") from None
+        register_ray()
+        if not ray.is_initialized():
+            ray.init(address=scheduler, num_cpus=None if scheduler else workers)
+        with parallel_config(backend="ray", n_jobs=workers):
+            yield "list"
+        return
+    if scheduler:
+        raise BuildError(f"--scheduler only applies to --backend dask or ray, not {backend}")
+    with parallel_config(backend=backend, n_jobs=workers):
+        yield "generator_unordered"
+
+
 def build(cfg: BuildConfig, out: str | Path, *, workers: int = 1, overwrite: bool = False,
-          backend: str | None = None, progress: bool = True) -> dict:
+          backend: str | None = None, scheduler: str | None = None, progress: bool = True) -> dict:
     """Run a (resumable) build into ``out``; returns the summary that is also saved as summary.json."""
-    from joblib import Parallel, delayed, parallel_config
+    from joblib import Parallel, delayed
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
@@ -275,9 +323,9 @@ def build(cfg: BuildConfig, out: str | Path, *, workers: int = 1, overwrite: boo
             p.unlink()
     bar = tqdm(total=sum(len(t.pairs) for t in tasks), initial=sum(len(t.pairs) for t in tasks if t not in todo),
                unit="pair", desc=f"annotate {cfg.source}", disable=not progress)
-    with parallel_config(backend=backend or "loky", n_jobs=workers):
-        schema = features(cfg.stft.n_freq, cfg.stft.sample_rate).arrow_schema
-        jobs = Parallel(return_as="generator_unordered")(delayed(run_shard)(t, cfg, str(out), schema) for t in todo)
+    schema = features(cfg.stft.n_freq, cfg.stft.sample_rate).arrow_schema
+    with parallel_backend(backend, workers, scheduler) as return_as:
+        jobs = Parallel(return_as=return_as)(delayed(run_shard)(t, cfg, str(out), schema) for t in todo)
         for part in jobs:
             bar.update(part["pairs"])
     bar.close()

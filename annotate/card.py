@@ -30,6 +30,9 @@ FIGURE_NAME = "mask_examples.png"
 ROW_FIGURE_NAME = "example_row.png"
 LOCAL_KEYS = ("root", "real_root")  # build parameters that are local paths: never published
 SPLIT_ORDER = ("train", "dev", "validation", "test")
+PLACEHOLDERS = ("pretty_name", "repo_id", "summary", "usage", "columns", "split_table", "alignment", "rejects",
+                "figure", "method", "build_config", "benchmark", "paper_citation", "vocoders", "n_vocoders",
+                "n_speakers", "license", "mask_percent")  # the ${names} a template may use
 BASE_TAGS = ["audio-deepfake-detection", "anti-spoofing", "explainability", "xai", "vocoder-artifacts",
              "segmentation", "spectrogram", "vocmask"]
 
@@ -255,11 +258,14 @@ def method_text(cfg: dict) -> str:
     return "\n".join([
         f"1. **Decode and resample** both files to {st['sample_rate']} Hz (soxr, quality `{cfg.get('resample_quality')}`); "
         f"files below {cfg.get('min_sample_rate')} Hz are rejected.",
-        f"2. **Align** (the spoof is not sample-aligned with its real twin): DTW (dtaidistance, C path) on {al.get('n_mels')}-band "
-        f"log-mel frames with a window of {al.get('window_s')} s finds the border points; the offset is then refined to "
-        f"the sample by searching ±{al.get('refine_hops')} hops for the shift that minimises the log-magnitude distance. "
-        f"Pairs scoring below {al.get('min_score')}, overlapping less than {al.get('min_overlap')}, or shifted by more than "
-        f"{al.get('max_offset_s')} s are rejected. Both signals are trimmed to their common span.",
+        f"2. **Align** (a spoof is not sample-aligned with its real twin): DTW (dtaidistance, C path) on {al.get('n_mels')}-band "
+        f"log-mel frames pooled by {al.get('pool')}, within a Sakoe-Chiba band of {al.get('window_s')} s beyond the length "
+        f"difference, finds the border points; the offset is then refined to the sample by searching ±{al.get('refine_hops')} "
+        f"hops (grid step {al.get('refine_step')} samples, then every sample) for the shift that minimises the log-magnitude "
+        f"distance on the {al.get('refine_frames')} most energetic frames. The alignment score is the correlation of the aligned, "
+        f"mean-normalised log-mel features (1 = identical). Pairs scoring below {al.get('min_score')}, whose common span keeps "
+        f"less than {al.get('min_overlap')} of the shorter signal, or shifted by more than {al.get('max_offset_s')} s are "
+        f"rejected. Both signals are trimmed to their common span.",
         f"3. **Augment**: {rb}",
         f"4. **STFT** of the aligned pair: {st['window']} window, n_fft {st['n_fft']}, win {st['win_length']}, hop "
         f"{st['hop_length']}, centred={st['center']} — {st['n_fft'] // 2 + 1} frequency bins, time-first arrays.",
@@ -443,7 +449,7 @@ def card_yaml(meta: dict, ds: str | Path, *, withheld: bool, pretty_name: str | 
     meta = dict(meta)
     meta.pop("vocmask", None)
     tags = list(dict.fromkeys(BASE_TAGS + list(meta.pop("tags", []) or [])))
-    configs = [{"config_name": "default", "data_files": [{"split": s, "path": f"data/{s}-*"} for s in public]}]
+    configs = [{"config_name": "default", "default": True, "data_files": [{"split": s, "path": f"data/{s}-*"} for s in public]}]
     infos = {}
 
     def info(names: list[str], f) -> DatasetInfo:
@@ -540,6 +546,7 @@ def render_card(ds: str | Path, out: str | Path | None = None, *, repo_id: str |
         "license": str(data.get("license")),
         "mask_percent": f"{100 * (1 - cfg['mask']['quantile']):.0f}",
     }
+    assert set(values) == set(PLACEHOLDERS)
     try:
         text = string.Template(body).substitute(values)
     except KeyError as e:

@@ -21,7 +21,10 @@ def _build_parser(sub) -> None:
     p.add_argument("--real-root", help="folder holding the real utterances when the corpus ships only fakes (vocv4: ASVspoof 2019 LA)")
     p.add_argument("--out", required=True, help="dataset folder to write (data/*.parquet, build.json, summary.json, rejects.jsonl)")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
-    p.add_argument("--backend", default=None, help="joblib backend (default loky)")
+    p.add_argument("--backend", default="loky", choices=("loky", "dask", "ray"),
+                   help="where workers run: local processes (loky), a Dask cluster, or Ray")
+    p.add_argument("--scheduler", default=None,
+                   help="Dask scheduler address (tcp://host:8786) or Ray address; default: a local cluster of --workers")
     p.add_argument("--split-policy", choices=POLICIES, default="official",
                    help="official lists when present (else hashed by utterance), utterance, or speaker-disjoint")
     p.add_argument("--seed", type=int, default=0, help="global seed (splits without official lists, RawBoost)")
@@ -44,7 +47,8 @@ def cmd_build(a) -> int:
                       split_policy=a.split_policy, seed=a.seed, shard_size=a.shard_size,
                       rawboost_prob=a.rawboost_prob, rawboost_algo=a.rawboost_algo, augment_copies=a.augment_copies,
                       stft=STFTConfig(sample_rate=a.sample_rate), mask=replace(MaskConfig(), quantile=a.quantile))
-    summary = build(cfg, a.out, workers=a.workers, overwrite=a.overwrite, backend=a.backend, progress=not a.no_progress)
+    summary = build(cfg, a.out, workers=a.workers, overwrite=a.overwrite, backend=a.backend,
+                    scheduler=a.scheduler, progress=not a.no_progress)
     print(json.dumps(summary, indent=2))
     print(f"wrote {summary['rows_out']} rows to {Path(a.out) / 'data'}; {summary['rejects']} rejects in {Path(a.out) / 'rejects.jsonl'}")
     return 0

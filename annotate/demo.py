@@ -103,7 +103,7 @@ STOPS = {
 }
 BANDWIDTHS = np.array([70.0, 100.0, 150.0, 250.0])
 CONTROL_MS = 1.0  # control-track resolution
-BLOCK = 96  # samples per coefficient update of the time-varying resonator cascade
+BLOCK = 128  # samples per coefficient update of the time-varying resonator cascade
 
 
 @dataclass(frozen=True)
@@ -356,25 +356,66 @@ def synth_utterance(spk: Speaker, rng: np.random.Generator, sr: int) -> np.ndarr
 # Vocoders: each re-synthesises the real signal from a lossy analysis
 # ----------------------------------------------------------------------------------------------------
 
+GL_FFT = 1024  # Griffin-Lim vocoder frame: 4 hops, so the overlap-add below works on hop-sized blocks
+
+
 @lru_cache(maxsize=4)
 def _mel_pinv(sr: int) -> tuple[np.ndarray, np.ndarray]:
     import librosa
 
-    fb = librosa.filters.mel(sr=sr, n_fft=1024, n_mels=80, fmin=0.0, fmax=sr / 2)
+    fb = librosa.filters.mel(sr=sr, n_fft=GL_FFT, n_mels=80, fmin=0.0, fmax=sr / 2)
     return fb, np.linalg.pinv(fb)
+
+
+def _gl_window() -> np.ndarray:
+    return np.hanning(GL_FFT + 1)[:GL_FFT]  # periodic Hann
+
+
+def _stft(y: np.ndarray) -> np.ndarray:
+    """Centred (zero-padded) STFT, frames x bins, n_fft 1024, hop 256."""
+    from scipy import fft as sfft
+
+    yp = np.pad(y, GL_FFT // 2)
+    idx = np.arange(1 + len(y) // HOP)[:, None] * HOP + np.arange(GL_FFT)[None, :]
+    return sfft.rfft(yp[idx] * _gl_window(), axis=1)
+
+
+def _istft(spec: np.ndarray, n: int) -> np.ndarray:
+    """Weighted overlap-add inverse of :func:`_stft` (least-squares ISTFT), ``n`` samples."""
+    from scipy import fft as sfft
+
+    w = _gl_window()
+    k = GL_FFT // HOP
+    t = spec.shape[0]
+    frames = (sfft.irfft(spec, n=GL_FFT, axis=1) * w).reshape(t, k, HOP)
+    out = np.zeros((t + k - 1, HOP))
+    norm = np.zeros((t + k - 1, HOP))
+    w2 = (w * w).reshape(k, HOP)
+    for j in range(k):
+        out[j:j + t] += frames[:, j]
+        norm[j:j + t] += w2[j]
+    y = out.ravel() / np.maximum(norm.ravel(), 1e-8)
+    return _fit(y[GL_FFT // 2:], n)
+
+
+def griffin_lim(mag: np.ndarray, n: int, rng: np.random.Generator, n_iter: int = 32, momentum: float = 0.99) -> np.ndarray:
+    """Fast Griffin-Lim (Perraudin et al. 2013) from a magnitude (frames x bins), random initial phase."""
+    angles = np.exp(2j * np.pi * rng.random(mag.shape))
+    prev = 0.0
+    for _ in range(n_iter):
+        rebuilt = _stft(_istft(mag * angles, n))
+        angles = rebuilt - (momentum / (1 + momentum)) * prev
+        angles /= np.abs(angles) + 1e-16
+        prev = rebuilt
+    return _istft(mag * angles, n)
 
 
 def voc_griffinlim(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarray:
     """80-band mel magnitude (n_fft 1024, hop 256) -> pseudo-inverse mel inversion -> 32 Griffin-Lim iterations."""
-    import librosa
-
     fb, inv = _mel_pinv(sr)
-    mag = np.abs(librosa.stft(x, n_fft=1024, hop_length=HOP, win_length=1024))
-    mel = fb @ mag
-    lin = np.maximum(inv @ mel, 1e-10)  # Tacotron-style mel inversion: phase and fine structure are lost
-    y = librosa.griffinlim(lin, n_iter=32, hop_length=HOP, win_length=1024, n_fft=1024, length=len(x),
-                           random_state=np.random.default_rng(rng.integers(2**32)))
-    return np.asarray(y, np.float64)
+    mel = np.abs(_stft(x)) @ fb.T
+    lin = np.maximum(mel @ inv.T, 1e-10)  # Tacotron-style mel inversion: phase and fine structure are lost
+    return griffin_lim(lin, len(x), rng)
 
 
 def _f0_track(x: np.ndarray, sr: int, frame_period: float) -> tuple[np.ndarray, np.ndarray]:
@@ -398,10 +439,24 @@ def voc_world(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.nd
     return _fit(y, len(x))
 
 
+def lpc_frames(frames: np.ndarray, order: int) -> np.ndarray:
+    """All-pole coefficients ``[1, a1..ap]`` per row by the autocorrelation method (Levinson via solve_toeplitz)."""
+    from scipy import fft as sfft
+    from scipy.linalg import solve_toeplitz
+
+    n = frames.shape[1]
+    spec = sfft.rfft(frames, n=2 * n, axis=1)
+    r = sfft.irfft(np.abs(spec) ** 2, axis=1)[:, :order + 1]
+    r[:, 0] *= 1.0 + 1e-6  # white-noise correction keeps near-silent frames well conditioned
+    r[:, 0] += 1e-12
+    a = np.ones((len(frames), order + 1))
+    for i in range(len(frames)):
+        a[i, 1:] = -solve_toeplitz(r[i, :order], r[i, 1:order + 1])
+    return a
+
+
 def voc_lpc(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
     """Frame-wise LPC (order 24, 512-sample Hann frames, hop 128) driven by a pulse/noise excitation, overlap-add."""
-    import librosa
-
     n, win, hop, order = len(x), 512, 128, 24
     f0, t = f0t
     f0s = np.interp(np.arange(n) / sr, t, f0)
@@ -418,8 +473,7 @@ def voc_lpc(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.ndar
     n_frames = 1 + n // hop
     idx = np.arange(n_frames)[:, None] * hop + np.arange(win)[None, :]
     frames = xp[idx] * w
-    frames += 1e-7 * rng.normal(0, 1, frames.shape)  # keeps silent frames well conditioned
-    a = librosa.lpc(frames, order=order, axis=-1)
+    a = lpc_frames(frames, order)
     out = np.zeros(len(xp))
     target = np.sqrt(np.mean(frames ** 2, axis=1))
     for i in range(n_frames):
@@ -427,7 +481,7 @@ def voc_lpc(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.ndar
         rms = np.sqrt(np.mean(y ** 2))
         if np.isfinite(rms) and rms > 0:
             out[idx[i]] += y * (target[i] / rms)
-    return out[pad:pad + n] / 2.0  # Hann at 1/4 overlap sums to 2
+    return out[pad:pad + n] / (win / hop / 2)  # periodic Hann overlap-adds to win / (2 hop)
 
 
 def logmag_offset(real: np.ndarray, spoof: np.ndarray, *, center: int = 0, radius: int = 96, n_fft: int = 768,

@@ -39,3 +39,27 @@ def demo_ds(tmp_path_factory, demo_corpus) -> Path:
     out = tmp_path_factory.mktemp("ds") / "demo_ds"
     build(BuildConfig(source="demo", root=str(demo_corpus), shard_size=16), out, workers=1, progress=False)
     return out
+
+
+def copy_subset(demo_corpus: Path, dest: Path, n_utts: int) -> list[str]:
+    """Copy the first ``n_utts`` real utterances of the demo corpus and all their spoofs (LibriSeVoc layout)."""
+    import shutil
+
+    utts = sorted(p.stem for p in (demo_corpus / "gt").glob("*.wav"))[:n_utts]
+    for d in [p for p in demo_corpus.iterdir() if p.is_dir()]:
+        (dest / d.name).mkdir(parents=True, exist_ok=True)
+        for u in utts:
+            for f in d.glob(f"{u}*.wav"):
+                shutil.copy(f, dest / d.name / f.name)
+    return utts
+
+
+@pytest.fixture
+def subset_corpus(demo_corpus, tmp_path):
+    """``subset_corpus(n)`` -> (root, utt ids): a LibriSeVoc-layout copy of n demo utterances."""
+
+    def make(n: int):
+        root = tmp_path / f"LibriSeVoc{n}"
+        return root, copy_subset(demo_corpus, root, n)
+
+    return make

@@ -13,16 +13,9 @@ from annotate.build import BuildConfig, BuildError, build
 from annotate.dataset import iter_rows, read_table, shard_paths
 from annotate.demo import load_truth
 
+from conftest import copy_subset as _subset
 
-def _subset(demo_corpus: Path, dest: Path, n_utts: int) -> list[str]:
-    """Copy the first ``n_utts`` real utterances and all their spoofs (LibriSeVoc layout)."""
-    utts = sorted(p.stem for p in (demo_corpus / "gt").glob("*.wav"))[:n_utts]
-    for d in [p for p in demo_corpus.iterdir() if p.is_dir()]:
-        (dest / d.name).mkdir(parents=True, exist_ok=True)
-        for u in utts:
-            for f in d.glob(f"{u}*.wav"):
-                shutil.copy(f, dest / d.name / f.name)
-    return utts
+
 
 
 def test_demo_dataset_loads_with_datasets(demo_ds):

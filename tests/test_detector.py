@@ -198,3 +198,18 @@ def test_tiny_training_run_beats_chance(demo_ds, tmp_path_factory, tmp_path):
     sc = np.array([float(r.split(",")[3]) for r in rows])
     assert len(rows) == res["n_bona"] + res["n_spoof"]
     assert sc[lab == 1].mean() > sc[lab == 0].mean()
+
+
+@pytest.mark.slow
+def test_xlsr300m_forward_shapes():
+    """The paper configuration end to end on one 64,600-sample input (random weights; ~1.3 GB of RAM)."""
+    torch.manual_seed(0)
+    m = Wav2Vec2AASIST(preset("xlsr300m")).eval()
+    assert 3.0e8 < sum(p.numel() for p in m.ssl.parameters()) < 3.3e8
+    seen = []
+    m.gradcam_layer.register_forward_hook(lambda mod, i, o: seen.append(tuple(o.shape)))
+    with torch.no_grad():
+        out = m.forward_all(torch.randn(1, 64600))
+    assert out["logits"].shape == (1, 2) and out["embedding"].shape == (1, 160)
+    assert [t.shape for t in out["layers"]] == [(1, 201, 1024)] * 6
+    assert seen == [(1, 64, 42, 67)]

@@ -41,7 +41,14 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nc-pool", type=int, default=None, help="--sampler nc: embed at most this many train items per class")
     p.add_argument("--manifest", default=None, help="--sampler manifest: CSV with id,label")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true")
+
+
+def _device(name: str | None) -> str:
+    import torch
+
+    return name or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def _run_detector(a: argparse.Namespace) -> int:
@@ -66,7 +73,8 @@ def _run_detector(a: argparse.Namespace) -> int:
             items = load_manifest_items(a.dataset, manifest, a.split)
         else:
             manifest, items = nc_sample(a.teacher, a.dataset, a.out, a.nc_per_class, clusters=a.nc_clusters, seed=a.seed,
-                                        pool_per_class=a.nc_pool, split=a.split, progress=not a.no_progress)
+                                        pool_per_class=a.nc_pool, split=a.split, progress=not a.no_progress,
+                                        device=_device(a.device))
         extra = {"sampler": "nc", "teacher": str(a.teacher), "manifest": str(manifest)}
         print(f"NC selection: {len(items)} items -> {manifest}")
     else:
@@ -89,7 +97,8 @@ def _run_detector(a: argparse.Namespace) -> int:
         lr=a.lr or (5e-4 if small else 1e-6), weight_decay=a.weight_decay, seed=a.seed, class_weights=cw,
         rawboost_algo=a.rawboost_algo, rawboost_prob=a.rawboost_prob, save_every=a.save_every,
     )
-    out = train(a.dataset, a.out, cfg, tcfg, items=items, split=a.split, progress=not a.no_progress, extra_meta=extra)
+    out = train(a.dataset, a.out, cfg, tcfg, items=items, split=a.split, progress=not a.no_progress, extra_meta=extra,
+                device=_device(a.device))
     print(f"saved {out} (config.json + model.pt; logits index 0 = bona fide, 1 = spoof)")
     return 0
 
@@ -105,6 +114,7 @@ def _add_evaluate(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nc-train-per-class", type=int, default=500, help="train items per class for the NC class means")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -113,7 +123,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     from .model import load_detector
 
     _threads(a.threads)
-    model = load_detector(a.detector)
+    model = load_detector(a.detector, _device(a.device))
     det = Path(a.detector)
     out = Path(a.output) if a.output else (det if det.is_dir() else det.parent) / f"eval-{a.split}"
     res = evaluate(model, a.dataset, a.split, out, batch_size=a.batch_size, max_windows=a.max_windows, progress=not a.no_progress)

@@ -52,11 +52,12 @@ def run_items(model: Wav2Vec2AASIST, store: AudioStore, items: Sequence[Item], *
     crops = np.concatenate(crops) if crops else np.zeros((0, n), np.float32)
     owner = np.asarray(owner)
     logits, embs = [], []
+    device = next(model.parameters()).device
     for s in tqdm(range(0, len(crops), batch_size), disable=not progress, desc="score"):
-        x = torch.from_numpy(crops[s : s + batch_size])
+        x = torch.from_numpy(crops[s : s + batch_size]).to(device)
         emb = model.backend.embed(model._frontend(x)[0])
-        logits.append(model.backend.out(emb).numpy())
-        embs.append(emb.numpy())
+        logits.append(model.backend.out(emb).float().cpu().numpy())
+        embs.append(emb.float().cpu().numpy())
     logits = np.concatenate(logits) if logits else np.zeros((0, 2), np.float32)
     embs = np.concatenate(embs) if embs else np.zeros((0, model.config.backend.embed_dim), np.float32)
     L = np.zeros((len(items), 2), np.float64)
@@ -99,7 +100,7 @@ def plot(items: Sequence[Item], scores: np.ndarray, path: str | Path, title: str
         sel = (labels == 0) | (vocs == v)
         fpr, fnr, _ = det_curve(labels[sel], scores[sel])
         clip = lambda p: norm.ppf(np.clip(p, 1e-3, 1 - 1e-3))
-        b.plot(clip(fpr), clip(fnr), label=f"{v} (EER {100 * eer(labels[sel], scores[sel])[0]:.1f}%)")
+        b.plot(clip(fpr), clip(fnr), marker="o", ms=3, label=f"{v} (EER {100 * eer(labels[sel], scores[sel])[0]:.1f}%)")
     a.set_xlabel("spoof score = logit[spoof] - logit[bona fide]")
     a.set_ylabel("count")
     a.legend(fontsize=8)
@@ -120,9 +121,9 @@ def plot(items: Sequence[Item], scores: np.ndarray, path: str | Path, title: str
 
 
 def evaluate(detector: str | Path | Wav2Vec2AASIST, ds: str | Path, split: str = "test", out: str | Path | None = None,
-             *, batch_size: int = 16, max_windows: int = 8, progress: bool = True) -> dict:
+             *, batch_size: int = 16, max_windows: int = 8, progress: bool = True, device: str = "cpu") -> dict:
     """Score every bona fide (deduplicated) and spoof item of ``split``; write scores.csv, metrics.json, eval.png."""
-    model = load_detector(detector) if not isinstance(detector, torch.nn.Module) else detector
+    model = load_detector(detector, device) if not isinstance(detector, torch.nn.Module) else detector
     items = index_split(ds, split)
     logits, _ = run_items(model, AudioStore(ds, split), items, batch_size=batch_size, max_windows=max_windows, progress=progress)
     scores = logits[:, 1] - logits[:, 0]

@@ -331,7 +331,7 @@ def save_detector(model: Wav2Vec2AASIST, folder: str | Path, extra: dict | None 
     folder.mkdir(parents=True, exist_ok=True)
     meta = {"config": model.config.to_dict(), "convention": CONVENTION, "labels": ["bonafide", "spoof"], **(extra or {})}
     tmp = folder / (WEIGHTS_FILE + ".tmp")
-    torch.save(model.state_dict(), tmp)
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, tmp)
     os.replace(tmp, folder / WEIGHTS_FILE)
     tmpc = folder / (CONFIG_FILE + ".tmp")
     tmpc.write_text(json.dumps(meta, indent=2))

@@ -42,10 +42,10 @@ def embed_split(model: Wav2Vec2AASIST, ds: str | Path, split: str, items: Sequen
 
 def nc_sample(teacher: str | Path | Wav2Vec2AASIST, ds: str | Path, out: str | Path, n_per_class: int, *,
               clusters: int = 4, seed: int = 0, pool_per_class: int | None = None, split: str = "train",
-              progress: bool = False) -> tuple[Path, list[Item]]:
+              progress: bool = False, device: str = "cpu") -> tuple[Path, list[Item]]:
     """Select ``n_per_class`` items per class from ``split`` by NC sampling with ``teacher``'s embeddings;
     writes ``out/nc_manifest.csv`` (id, label, vocoder, cluster, distance) and ``out/nc_means.npz``."""
-    model = load_detector(teacher) if not isinstance(teacher, Wav2Vec2AASIST) else teacher
+    model = load_detector(teacher, device) if not isinstance(teacher, Wav2Vec2AASIST) else teacher
     pool = _subsample(index_split(ds, split), pool_per_class, seed)
     items, _, emb = embed_split(model, ds, split, pool, progress=progress)
     labels = np.array([it.label for it in items])

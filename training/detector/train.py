@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from .config import DetectorConfig, TrainConfig
 from .data import AudioStore, Item, index_split, random_crop
-from .model import CONFIG_FILE, Wav2Vec2AASIST, read_meta, save_detector
+from .model import Wav2Vec2AASIST, read_meta, save_detector
 
 STATE_FILE = "train_state.pt"
 LOG_FILE = "train_log.jsonl"
@@ -67,6 +67,7 @@ def train(
     split: str = "train",
     progress: bool = True,
     extra_meta: dict | None = None,
+    device: str | torch.device = "cpu",
 ) -> Path:
     """Train (or resume) a detector on ``ds``'s ``split`` (or on ``items`` of it); returns the checkpoint folder."""
     from tqdm import tqdm
@@ -77,13 +78,14 @@ def train(
     store = AudioStore(ds, split)
     torch.manual_seed(tcfg.seed)
     model = Wav2Vec2AASIST(cfg)
+    model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     start = 0
     if (out / STATE_FILE).exists():
         _same_config(out, cfg)
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
         model.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
+        opt.load_state_dict(state["optimizer"])  # moves its tensors to the parameters' device
         start = int(state["step"])
     meta = {
         "train": {**{k: v for k, v in asdict(tcfg).items() if k != "extra"}, **tcfg.extra, "class_weights_used": weights,
@@ -91,7 +93,7 @@ def train(
                   "n_spoof": sum(1 for it in items if it.label == 1)},
         **(extra_meta or {}),
     }
-    w = torch.tensor(weights, dtype=torch.float32)
+    w = torch.tensor(weights, dtype=torch.float32, device=device)
     model.train()
     bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, disable=not progress, desc="train detector")
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +107,7 @@ def train(
             idx = rng.integers(0, len(items), tcfg.batch_size)
             x, y = _batch(store, items, idx, cfg.crop, rng, tcfg, cfg.sample_rate)
             torch.manual_seed(tcfg.seed * 1_000_003 + step)
-            loss = F.cross_entropy(model(x), y, weight=w)
+            loss = F.cross_entropy(model(x.to(device)), y.to(device), weight=w)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tcfg.grad_clip:
@@ -119,8 +121,6 @@ def train(
                 _checkpoint(model, opt, out, done, meta, bn)
     finally:
         log.close()
-    if start >= tcfg.steps and not (out / CONFIG_FILE).exists():
-        _checkpoint(model, opt, out, start, meta)
     return out
 
 
@@ -149,7 +149,7 @@ def precise_bn(model: Wav2Vec2AASIST, store: AudioStore, items: Sequence[Item], 
         idx = rng.integers(0, len(items), tcfg.batch_size)
         x, _ = _batch(store, items, idx, cfg.crop, rng, replace(tcfg, rawboost_algo=0), cfg.sample_rate)
         torch.manual_seed(tcfg.seed * 1_000_003 + step)
-        model(x)
+        model(x.to(next(model.parameters()).device))
     for m, (mom,) in zip(layers, saved):
         m.momentum = mom
     model.train(was_training)
@@ -161,7 +161,7 @@ def _checkpoint(model: Wav2Vec2AASIST, opt: torch.optim.Optimizer, out: Path, st
     resumes consistently), then the load_detector-able weights + config, with BatchNorm statistics
     recomputed by ``calibrate`` for the saved copy only (training continues from the raw state)."""
     tmp = out / (STATE_FILE + ".tmp")
-    raw = {k: v.clone() for k, v in model.state_dict().items()}
+    raw = {k: v.detach().clone() for k, v in model.state_dict().items()}
     torch.save({"model": raw, "optimizer": opt.state_dict(), "step": step}, tmp)
     if calibrate is not None:
         calibrate()

@@ -1,0 +1,426 @@
+"""`annotate card` and `annotate publish`: the Hub repo tree of a built dataset, and its upload.
+
+The tree is ``README.md`` (the card), ``data/{split}-{i:05d}-of-{n:05d}.parquet`` and the card's figures.
+``--dry-run DIR`` writes exactly that tree; otherwise it is staged (hard links) under ``DS/.publish`` and
+uploaded with huggingface_hub in batched commits, data first and the card last, skipping files the repo
+already holds with the same hash — so a re-run after an interrupted upload only sends what is missing,
+and stale shards of an earlier version are deleted with the final commit.
+
+``--withhold-test-masks``: the test shards are rewritten without ``mask``/``diff`` (own features, own
+config ``benchmark`` in the card) and a private key Parquet (``id``, ``mask``, ``diff``) is written for
+``benchmark score --key``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .card import (FIGURE_NAME, ROW_FIGURE_NAME, WITHHELD_COLUMNS, CardError, check_complete, render_card,
+                   split_features, template_warning, without_withheld)
+from .dataset import META_KEY, build_config
+
+KEY_FORMAT = "vocmask-key/1"
+TREE_ENTRIES = {"README.md", "data", FIGURE_NAME, ROW_FIGURE_NAME}
+STAGING = ".publish"
+
+
+class PublishError(ValueError):
+    """A publish that cannot proceed (bad input, Hub/network error); one line for the user, exit 2."""
+
+
+# ----------------------------------------------------------------------------------------------- the tree
+
+
+def _link_or_copy(src: Path, dst: Path) -> None:
+    """Hard-link ``src`` to ``dst`` (no copy of big shards); copy when linking is impossible."""
+    dst.unlink(missing_ok=True)
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
+def _with_vocmask_meta(schema: pa.Schema, src_meta: dict | None, extra: dict) -> pa.Schema:
+    vm = {}
+    if src_meta and META_KEY in src_meta:
+        vm = json.loads(src_meta[META_KEY])
+    vm.update(extra)
+    return schema.with_metadata({**(schema.metadata or {}), META_KEY: json.dumps(vm, sort_keys=True).encode()})
+
+
+def _copy_columns(src: Path, dst: Path, schema: pa.Schema) -> int:
+    """Write ``schema``'s columns of ``src`` to ``dst`` (row group by row group, atomically); returns rows."""
+    pf = pq.ParquetFile(src)
+    tmp = dst.with_name(dst.name + ".tmp")
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+            for g in range(pf.num_row_groups):
+                t = pf.read_row_group(g, columns=schema.names)
+                cols = [t.column(n) for n in schema.names]
+                cols = [c if c.type == f.type else c.cast(f.type) for c, f in zip(cols, schema)]
+                w.write_table(pa.Table.from_arrays(cols, schema=schema))
+                rows += t.num_rows
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def write_public_test_shards(paths: list[Path], out_data: Path, feats) -> list[Path]:
+    """Test shards without ``mask``/``diff``: the public features, every other column as built."""
+    pub = without_withheld(feats)
+    out = []
+    for p in sorted(paths):
+        schema = _with_vocmask_meta(pub.arrow_schema, pq.read_schema(p).metadata, {"withheld": list(WITHHELD_COLUMNS)})
+        dst = out_data / p.name
+        _copy_columns(p, dst, schema)
+        out.append(dst)
+    return out
+
+
+def write_key(paths: list[Path], key: Path, feats, meta: dict) -> int:
+    """The private key: ``id``, ``mask``, ``diff`` of every test row (Array2D, time first); returns rows."""
+    from datasets import Features, Value
+
+    kf = Features({"id": Value("string"), **{c: feats[c] for c in WITHHELD_COLUMNS if c in feats}})
+    schema = _with_vocmask_meta(kf.arrow_schema, None, {"format": KEY_FORMAT, **meta})
+    key.parent.mkdir(parents=True, exist_ok=True)
+    tmp = key.with_name(key.name + ".tmp")
+    rows = 0
+    try:
+        with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
+            for p in sorted(paths):
+                pf = pq.ParquetFile(p)
+                for g in range(pf.num_row_groups):
+                    t = pf.read_row_group(g, columns=schema.names)
+                    cols = [t.column(n) for n in schema.names]
+                    cols = [c if c.type == f.type else c.cast(f.type) for c, f in zip(cols, schema)]
+                    w.write_table(pa.Table.from_arrays(cols, schema=schema))
+                    rows += t.num_rows
+        os.replace(tmp, key)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return rows
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        path.resolve().relative_to(folder.resolve())
+        return True
+    except ValueError:
+        return False
+
+
+def _prepare_tree_dir(out: Path, ds: Path) -> None:
+    if out.resolve() == ds.resolve():
+        raise PublishError(f"{out} is the dataset itself: give --dry-run another folder")
+    if out.exists():
+        extra = sorted(p.name for p in out.iterdir() if p.name not in TREE_ENTRIES)
+        if extra:
+            raise PublishError(f"{out} holds other files ({', '.join(extra[:5])}): give --dry-run an empty or new folder")
+        shutil.rmtree(out / "data", ignore_errors=True)
+    (out / "data").mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class Tree:
+    """A staged repo tree: its folder, files relative to it, and the key written alongside (if any)."""
+
+    root: Path
+    files: list[str] = field(default_factory=list)
+    key: Path | None = None
+    key_rows: int = 0
+    warning: str | None = None
+
+    @property
+    def bytes(self) -> int:
+        return sum((self.root / f).stat().st_size for f in self.files)
+
+
+def stage_tree(ds: str | Path, out: str | Path, *, repo_id: str | None = None, withhold: bool = False,
+               key: str | Path | None = None, pretty_name: str | None = None, license: str | None = None,
+               template: str | Path | None = None, figure: bool = True) -> Tree:
+    """Write the exact repo tree (card, data, figures) to ``out``; with ``withhold``, also the key file."""
+    ds, out = Path(ds), Path(out)
+    cfg = build_config(ds)
+    try:
+        shards = check_complete(ds)
+    except CardError as e:
+        raise PublishError(str(e)) from None
+    if withhold:
+        if key is None:
+            raise PublishError("--withhold-test-masks needs --key KEYFILE: where to write the private masks")
+        if "test" not in shards:
+            raise PublishError(f"{ds} has no test split to withhold (splits: {', '.join(sorted(shards))})")
+        key = Path(key)
+        if _inside(key, out) or _inside(key, ds / "data"):
+            raise PublishError(f"--key {key} lies inside the public tree or the dataset's data/: put it somewhere private")
+    _prepare_tree_dir(out, ds)
+    feats = split_features(ds)
+    tree = Tree(out, warning=template_warning(cfg.get("source", "manifest"), template))
+    for split, paths in sorted(shards.items()):
+        if withhold and split == "test":
+            written = write_public_test_shards(paths, out / "data", feats["test"])
+        else:
+            written = []
+            for p in sorted(paths):
+                _link_or_copy(p, out / "data" / p.name)
+                written.append(out / "data" / p.name)
+        tree.files += [f"data/{p.name}" for p in written]
+    if withhold:
+        meta = {"split": "test", "repo_id": repo_id, "dataset_version": cfg.get("version"), "source": cfg.get("source")}
+        tree.key = key
+        tree.key_rows = write_key(shards["test"], key, feats["test"], meta)
+        n_test = sum(pq.ParquetFile(p).metadata.num_rows for p in shards["test"])
+        if tree.key_rows != n_test:
+            raise PublishError(f"key {key} holds {tree.key_rows} rows but the test split has {n_test}")
+    card = render_card(ds, out / "README.md", repo_id=repo_id, withheld=withhold, pretty_name=pretty_name,
+                       license=license, template=template, figure=figure)
+    tree.files.append(card.name)
+    tree.files += [n for n in (FIGURE_NAME, ROW_FIGURE_NAME) if figure and (out / n).exists()]
+    return tree
+
+
+# ----------------------------------------------------------------------------------------------- upload
+
+
+def file_hashes(path: Path) -> tuple[str, str]:
+    """(sha256, git blob sha1) of a file in one streaming pass: the Hub's LFS and git identities."""
+    size = path.stat().st_size
+    h256, h1 = hashlib.sha256(), hashlib.sha1(f"blob {size}\0".encode())
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h256.update(chunk)
+            h1.update(chunk)
+    return h256.hexdigest(), h1.hexdigest()
+
+
+def _same(local: Path, remote) -> bool:
+    """Whether the repo already holds ``local`` (LFS/Xet files by sha256, regular files by git blob id)."""
+    if remote is None or getattr(remote, "size", None) != local.stat().st_size:
+        return False
+    sha256, sha1 = file_hashes(local)
+    lfs = getattr(remote, "lfs", None)
+    return (lfs is not None and lfs.sha256 == sha256) or remote.blob_id == sha1
+
+
+@contextmanager
+def hub_errors(endpoint: str, repo_id: str):
+    """Turn Hub/network exceptions into one-line :class:`PublishError` messages with what to do."""
+    from huggingface_hub.errors import HFValidationError, HfHubHTTPError, LocalTokenNotFoundError, OfflineModeIsEnabled
+
+    resume = "re-run the same command to resume (files already uploaded are skipped)"
+    try:
+        yield
+    except HFValidationError as e:
+        raise PublishError(f"invalid --repo-id {repo_id!r}: {str(e).splitlines()[0]}") from None
+    except LocalTokenNotFoundError:
+        raise PublishError("no Hugging Face token: pass --token, set HF_TOKEN or run `hf auth login`") from None
+    except OfflineModeIsEnabled:
+        raise PublishError("HF_HUB_OFFLINE is set: unset it to upload (or use --dry-run DIR)") from None
+    except HfHubHTTPError as e:
+        code = e.response.status_code if getattr(e, "response", None) is not None else None
+        first = (str(e).strip().splitlines() or ["?"])[0][:200]
+        hint = {401: "the token was refused: pass a valid --token or set HF_TOKEN",
+                403: f"no write access to {repo_id}: use a write token of a member of its owner",
+                404: f"{repo_id} or the endpoint {endpoint} was not found: check --repo-id and HF_ENDPOINT"}.get(code, resume)
+        raise PublishError(f"Hub error{f' HTTP {code}' if code else ''} at {endpoint}: {first} — {hint}") from None
+    except (FileNotFoundError, PermissionError, IsADirectoryError):
+        raise  # local files, not the network
+    except (OSError, _transport_errors()) as e:
+        raise PublishError(f"cannot reach the Hub at {endpoint} ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else 'no detail'}); "
+                           f"check the network or HF_ENDPOINT, then {resume}") from None
+
+
+def _transport_errors() -> tuple:
+    try:
+        import httpx2
+
+        return (httpx2.HTTPError,)
+    except ImportError:  # older huggingface_hub: requests
+        import requests
+
+        return (requests.exceptions.RequestException,)
+
+
+def _batches(files: list[tuple[str, Path]], max_files: int, max_bytes: int) -> list[list[tuple[str, Path]]]:
+    out: list[list[tuple[str, Path]]] = []
+    cur: list[tuple[str, Path]] = []
+    size = 0
+    for rel, p in files:
+        n = p.stat().st_size
+        if cur and (len(cur) >= max_files or size + n > max_bytes):
+            out.append(cur)
+            cur, size = [], 0
+        cur.append((rel, p))
+        size += n
+    if cur:
+        out.append(cur)
+    return out
+
+
+def upload_tree(tree: Tree, repo_id: str, *, token: str | None = None, private: bool = False,
+                endpoint: str | None = None, commit_message: str | None = None, max_files: int = 50,
+                max_bytes: int = 4 << 30, log=print) -> dict:
+    """Create the dataset repo (if needed) and upload what differs: data in batches, then card + deletions."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.hf_api import RepoFile
+
+    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
+    api = HfApi(endpoint=endpoint, token=token)
+    local = {rel: tree.root / rel for rel in tree.files}
+    with hub_errors(endpoint, repo_id):
+        url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        remote = {f.path: f for f in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True) if isinstance(f, RepoFile)}
+    todo = [(rel, p) for rel, p in sorted(local.items()) if not _same(p, remote.get(rel))]
+    stale = sorted(r for r in remote if r.startswith("data/") and r not in local)
+    data = [(rel, p) for rel, p in todo if rel.startswith("data/")]
+    last = [(rel, p) for rel, p in todo if not rel.startswith("data/")]
+    commits = []
+    batches = _batches(data, max_files, max_bytes)
+    for i, batch in enumerate(batches, 1):
+        log(f"commit {i}/{len(batches) + 1}: {len(batch)} data file(s), {sum(p.stat().st_size for _, p in batch) / 1e6:.1f} MB")
+        ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in batch]
+        with hub_errors(endpoint, repo_id):
+            info = api.create_commit(repo_id, ops, commit_message=f"Upload data ({i}/{len(batches)})", repo_type="dataset")
+        commits.append(info.oid)
+    if last or stale:
+        ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in last]
+        ops += [CommitOperationDelete(path_in_repo=r) for r in stale]
+        version = build_config_version(tree)
+        with hub_errors(endpoint, repo_id):
+            info = api.create_commit(repo_id, ops, repo_type="dataset",
+                                     commit_message=commit_message or f"Publish vocmask dataset card{f' ({version})' if version else ''}")
+        commits.append(info.oid)
+    return {"repo_id": repo_id, "url": str(url), "uploaded": [rel for rel, _ in todo], "unchanged": len(local) - len(todo),
+            "deleted": stale, "commits": commits}
+
+
+def build_config_version(tree: Tree) -> str | None:
+    """The vocmask version recorded in the first shard's metadata (for the commit message)."""
+    for rel in tree.files:
+        if rel.startswith("data/"):
+            meta = pq.read_schema(tree.root / rel).metadata or {}
+            if META_KEY in meta:
+                return (json.loads(meta[META_KEY]).get("build") or {}).get("version")
+    return None
+
+
+def publish(ds: str | Path, repo_id: str, *, dry_run: str | Path | None = None, withhold: bool = False,
+            key: str | Path | None = None, token: str | None = None, private: bool = False, endpoint: str | None = None,
+            pretty_name: str | None = None, license: str | None = None, template: str | Path | None = None,
+            figure: bool = True, commit_message: str | None = None, max_files: int = 50, log=print) -> dict:
+    """Stage the tree (``dry_run`` folder, else ``DS/.publish``) and upload it unless ``dry_run``."""
+    from huggingface_hub.utils import validate_repo_id
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as e:
+        raise PublishError(f"invalid --repo-id {repo_id!r}: {str(e).splitlines()[0]}") from None
+    if "/" not in repo_id:
+        raise PublishError(f"--repo-id {repo_id!r} must be ORG/NAME (or USER/NAME)")
+    ds = Path(ds)
+    if not (ds / "build.json").exists():
+        raise PublishError(f"{ds} is not a vocmask dataset (no build.json): run `annotate build` first")
+    out = Path(dry_run) if dry_run else ds / STAGING
+    tree = stage_tree(ds, out, repo_id=repo_id, withhold=withhold, key=key, pretty_name=pretty_name,
+                      license=license, template=template, figure=figure)
+    if tree.warning:
+        log(f"warning: {tree.warning}")
+    result = {"tree": str(out), "files": tree.files, "bytes": tree.bytes, "key": str(tree.key) if tree.key else None,
+              "key_rows": tree.key_rows}
+    if dry_run:
+        return {**result, "dry_run": True}
+    try:
+        result.update(upload_tree(tree, repo_id, token=token, private=private, endpoint=endpoint,
+                                  commit_message=commit_message, max_files=max_files, log=log))
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {**result, "dry_run": False}
+
+
+# ----------------------------------------------------------------------------------------------- CLI
+
+
+def _common(p) -> None:
+    p.add_argument("--pretty-name", help="title of the card (default: the source template's)")
+    p.add_argument("--license", help="Hub licence id overriding the template's (e.g. cc-by-4.0, other)")
+    p.add_argument("--template", help="card template (Markdown with YAML header) instead of datacards/{source}.md")
+    p.add_argument("--no-figure", action="store_true", help="skip the example-mask figures")
+
+
+def add_parsers(sub) -> None:
+    """Register `card` and `publish` on the `annotate` subparsers."""
+    p = sub.add_parser("card", help="write the Hub data card (README.md + figures) of a built dataset",
+                       description="Fill the source's template (datacards/) from the build: counts, hours, mask coverage, "
+                                   "alignment statistics, rejects, every build parameter, example masks, citations, licence.")
+    p.add_argument("dataset")
+    p.add_argument("-o", "--output", help="card path (default DS/README.md); figures go next to it")
+    p.add_argument("--repo-id", help="ORG/NAME used in the card's loading example")
+    _common(p)
+    p.set_defaults(handler=cmd_card)
+
+    p = sub.add_parser("publish", help="upload a built dataset to the Hugging Face Hub (or write the repo tree with --dry-run)",
+                       description="Create the dataset repo and upload card, data and figures through huggingface_hub. "
+                                   "Re-running resumes an interrupted upload (unchanged files are skipped). HF_ENDPOINT is respected.")
+    p.add_argument("dataset")
+    p.add_argument("--repo-id", required=True, help="ORG/NAME of the dataset repo")
+    p.add_argument("--private", action="store_true", help="create the repo private (applies when it is created)")
+    p.add_argument("--token", default=None, help="Hub token with write access (default: HF_TOKEN or the saved login)")
+    p.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)")
+    p.add_argument("--dry-run", metavar="DIR", help="write the exact repo tree to DIR and upload nothing")
+    p.add_argument("--withhold-test-masks", action="store_true",
+                   help="publish the test split without mask/diff (config 'benchmark'); the masks go to --key")
+    p.add_argument("--key", metavar="KEYFILE", help="private Parquet (id, mask, diff) for `benchmark score --key`")
+    p.add_argument("--commit-message", help="message of the final commit")
+    p.add_argument("--max-files-per-commit", type=int, default=50, help="data files per commit (default 50)")
+    _common(p)
+    p.set_defaults(handler=cmd_publish)
+
+
+def _fail(cmd: str, e: Exception) -> int:
+    print(f"annotate {cmd}: error: {e}", file=sys.stderr)
+    return 2
+
+
+def cmd_card(a) -> int:
+    try:
+        path = render_card(a.dataset, a.output, repo_id=a.repo_id, pretty_name=a.pretty_name, license=a.license,
+                           template=a.template, figure=not a.no_figure)
+    except (CardError, PublishError) as e:
+        return _fail("card", e)
+    print(f"wrote {path}" + ("" if a.no_figure else f" and its figures in {path.parent}"))
+    return 0
+
+
+def cmd_publish(a) -> int:
+    if a.key and not a.withhold_test_masks:
+        return _fail("publish", PublishError("--key is only used with --withhold-test-masks"))
+    try:
+        r = publish(a.dataset, a.repo_id, dry_run=a.dry_run, withhold=a.withhold_test_masks, key=a.key, token=a.token,
+                    private=a.private, endpoint=a.endpoint, pretty_name=a.pretty_name, license=a.license,
+                    template=a.template, figure=not a.no_figure, commit_message=a.commit_message,
+                    max_files=a.max_files_per_commit, log=lambda m: print(m, file=sys.stderr))
+    except (CardError, PublishError) as e:
+        return _fail("publish", e)
+    if r["key"]:
+        print(f"private key: {r['key']} ({r['key_rows']} test rows with mask and diff) — keep it out of the repo")
+    if r["dry_run"]:
+        print(f"dry run: wrote {len(r['files'])} files ({r['bytes'] / 1e6:.1f} MB) to {r['tree']}; nothing uploaded")
+    else:
+        print(f"published {r['url']}: {len(r['uploaded'])} file(s) uploaded in {len(r['commits'])} commit(s), "
+              f"{r['unchanged']} unchanged, {len(r['deleted'])} stale removed")
+    return 0
