@@ -35,7 +35,8 @@ class AlignConfig:
     refine: bool = True
     refine_hops: float = 1.5  # sample search range: ± this many hops around the DTW offset
     refine_step: int = 8  # coarse grid step of the sample search, then every sample ± step
-    refine_frames: int = 16  # most energetic real frames used by the sample search
+    refine_frames: int = 64  # real frames (spread evenly over the overlap) in the fine search; 1/4 in the coarse
+    refine_floor_db: float = -50.0  # log-magnitude floor relative to the real's peak bin
     min_score: float = 0.5  # reject pairs whose aligned log-mel correlation is below this
     min_overlap: float = 0.5  # the common span must keep this share of the shorter signal
     max_offset_s: float = 2.0
@@ -126,20 +127,20 @@ def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: ST
     hi = min(len(real), len(spoof) - (coarse + radius + step)) - n_fft
     if hi <= lo:
         return coarse
-    starts = np.arange(lo, hi + 1, hop)
-    # choose the most energetic frames by the real's centred STFT energy (frame i is centred at i*hop)
-    centre_frames = np.clip((starts + n_fft // 2) // hop, 0, len(frame_energy) - 1)
-    order = np.argsort(-frame_energy[centre_frames], kind="stable")[: cfg.refine_frames]
-    starts = np.sort(starts[order])
-    ref = np.log(np.abs(np.fft.rfft(_frames_at(real, starts, n_fft) * win, axis=-1)) + 1e-5)
+    # frames spread evenly over the overlap; their start is not tied to the hop grid
+    starts = np.unique(np.linspace(lo, hi, num=min(cfg.refine_frames, hi - lo + 1)).astype(np.int64))
+    ref_mag = np.abs(np.fft.rfft(_frames_at(real, starts, n_fft) * win, axis=-1))
+    floor = max(float(ref_mag.max()), 1e-8) * 10 ** (cfg.refine_floor_db / 20)
+    ref = np.log(ref_mag + floor)
 
-    def cost(shifts: np.ndarray) -> np.ndarray:
-        segs = _frames_at(spoof, (starts[None, :] + shifts[:, None]).reshape(-1), n_fft) * win
-        spec = np.log(np.abs(np.fft.rfft(segs, axis=-1)) + 1e-5).reshape(len(shifts), len(starts), -1)
-        return np.abs(spec - ref[None]).mean(axis=(1, 2))
+    def cost(shifts: np.ndarray, every: int = 1) -> np.ndarray:
+        st, rf = starts[::every], ref[::every]
+        segs = _frames_at(spoof, (st[None, :] + shifts[:, None]).reshape(-1), n_fft) * win
+        spec = np.log(np.abs(np.fft.rfft(segs, axis=-1)) + floor).reshape(len(shifts), len(st), -1)
+        return np.abs(spec - rf[None]).mean(axis=(1, 2))
 
     grid = np.arange(coarse - radius, coarse + radius + 1, step)
-    best = int(grid[np.argmin(cost(grid))])
+    best = int(grid[np.argmin(cost(grid, every=4))])  # the basin: a quarter of the frames suffice
     fine = np.arange(best - step + 1, best + step)
     return int(fine[np.argmin(cost(fine))])
 

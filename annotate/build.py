@@ -13,7 +13,6 @@ import json
 import math
 import os
 import re
-import shutil
 import time
 from collections import Counter
 from contextlib import ExitStack, contextmanager
@@ -28,6 +27,7 @@ from .audio import AudioError, encode_flac, load
 from .dataset import ShardWriter, features
 from .rawboost import RawBoostConfig
 from .sources import Pair, Reject, read_source
+from .storage import Store
 from .spectral import MaskConfig, STFTConfig, artifact_mask, log_magnitude, stft
 from .splits import assign_splits
 
@@ -159,39 +159,37 @@ def run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict:
 
 def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict:
     t0 = time.perf_counter()
-    out_p = Path(out)
+    store = Store(out)
     if schema is None:
         schema = features(cfg.stft.n_freq, cfg.stft.sample_rate).arrow_schema
-    writer = ShardWriter(out_p / "data" / f"{task.name}.parquet", schema, metadata={"build": cfg.to_dict()})
     rejects: list[dict] = []
     seconds = 0.0
     offsets: list[int] = []
-    try:
-        for pair in task.pairs:
-            try:
-                rows = annotate_pair(pair, cfg)
-            except (AudioError, AlignmentError) as e:
-                rejects.append(Reject(pair.id, pair.spoof_path, str(e), stage="annotate").to_dict())
-                continue
-            except Exception as e:  # never lose the build to one odd pair
-                rejects.append(Reject(pair.id, pair.spoof_path, f"unexpected error: {type(e).__name__}: {e}", stage="annotate").to_dict())
-                continue
-            for row in rows:
-                writer.write(row)
-                seconds += row["num_samples"] / cfg.stft.sample_rate
-            offsets.append(rows[0]["offset"])
-        writer.close()
-    except BaseException:
-        writer.abort()
-        raise
+    with store.writing(f"data/{task.name}.parquet") as local_tmp:
+        writer = ShardWriter(local_tmp, schema, metadata={"build": cfg.to_dict()}, atomic=False)
+        try:
+            for pair in task.pairs:
+                try:
+                    rows = annotate_pair(pair, cfg)
+                except (AudioError, AlignmentError) as e:
+                    rejects.append(Reject(pair.id, pair.spoof_path, str(e), stage="annotate").to_dict())
+                    continue
+                except Exception as e:  # never lose the build to one odd pair
+                    rejects.append(Reject(pair.id, pair.spoof_path, f"unexpected error: {type(e).__name__}: {e}",
+                                          stage="annotate").to_dict())
+                    continue
+                for row in rows:
+                    writer.write(row)
+                    seconds += row["num_samples"] / cfg.stft.sample_rate
+                offsets.append(rows[0]["offset"])
+            writer.close()
+        except BaseException:
+            writer.abort()
+            raise
     part = {"shard": task.name, "split": task.split, "pairs": len(task.pairs), "rows": writer.rows,
             "rejects": rejects, "seconds_audio": seconds, "offsets": offsets,
             "seconds_taken": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
-    parts = out_p / ".parts"
-    parts.mkdir(exist_ok=True)
-    tmp = parts / f"{task.name}.json.tmp"
-    tmp.write_text(json.dumps(part))
-    os.replace(tmp, parts / f"{task.name}.json")
+    store.write_text(f".parts/{task.name}.json", json.dumps(part))  # last: marks the shard done
     return part
 
 
@@ -222,32 +220,28 @@ def reject_kind(reason: str) -> str:
     return re.sub(r"\d+(\.\d+)?", "N", head).strip()
 
 
-def _prepare_out(out: Path, cfg: BuildConfig, overwrite: bool) -> None:
-    cfg_path = out / "build.json"
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if old != json.loads(json.dumps(cfg.to_dict())):
+def _prepare_out(store: Store, cfg: BuildConfig, overwrite: bool) -> None:
+    """Refuse a folder built with other parameters (unless ``overwrite``), clean leftovers, pin build.json."""
+    new = json.loads(json.dumps(cfg.to_dict()))
+    if store.exists("build.json"):
+        old = json.loads(store.read_text("build.json"))
+        if old != new:
             if not overwrite:
-                changed = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != json.loads(json.dumps(cfg.to_dict())).get(k))
-                raise BuildError(f"{out} holds a build with other parameters (changed: {', '.join(changed)}); "
+                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                raise BuildError(f"{store.out} holds a build with other parameters (changed: {', '.join(changed)}); "
                                  "use another --out or pass --overwrite to replace it")
             for sub in ("data", ".parts"):
-                shutil.rmtree(out / sub, ignore_errors=True)
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        if (out / "data").exists():
-            raise BuildError(f"{out} has data/ but no build.json; pass --overwrite to replace it")
-    out.mkdir(parents=True, exist_ok=True)
+                store.rmtree(sub)
+    elif store.listdir("data") and not overwrite:
+        raise BuildError(f"{store.out} has data/ but no build.json; pass --overwrite to replace it")
     for sub in ("data", ".parts"):
-        (out / sub).mkdir(exist_ok=True)
-        for tmp in (out / sub).glob("*.tmp"):
-            tmp.unlink()
-    tmp = out / "build.json.tmp"
-    tmp.write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True))
-    os.replace(tmp, cfg_path)
+        store.makedirs(sub)
+        store.remove_temporaries(sub)
+    store.write_text("build.json", json.dumps(new, indent=2, sort_keys=True))
 
 
-def _done(out: Path, task: ShardTask) -> bool:
-    return (out / "data" / f"{task.name}.parquet").exists() and (out / ".parts" / f"{task.name}.json").exists()
+def _done(store: Store, task: ShardTask) -> bool:
+    return store.exists(f"data/{task.name}.parquet") and store.exists(f".parts/{task.name}.json")
 
 
 BACKENDS = ("loky", "dask", "ray")
@@ -304,7 +298,7 @@ def build(cfg: BuildConfig, out: str | Path, *, workers: int = 1, overwrite: boo
     from tqdm.auto import tqdm
 
     t0 = time.perf_counter()
-    out = Path(out)
+    store = Store(out)
     pairs, read_rejects = read_source(cfg.source, cfg.root, real_root=cfg.real_root)
     if cfg.source == "demo" and cfg.root is None:
         from .sources.demo import resolved_root
@@ -313,36 +307,33 @@ def build(cfg: BuildConfig, out: str | Path, *, workers: int = 1, overwrite: boo
     pairs = assign_splits(pairs, cfg.split_policy, cfg.seed)
     if not pairs:
         raise BuildError(f"no pairs found for source {cfg.source!r} under {cfg.root} ({len(read_rejects)} files rejected)")
-    _prepare_out(out, cfg, overwrite)
+    _prepare_out(store, cfg, overwrite)
     tasks = plan_shards(pairs, cfg.shard_size)
-    todo = [t for t in tasks if not _done(out, t)]
+    todo = [t for t in tasks if not _done(store, t)]
     # a shard left from an older plan (different pair list) would be loaded alongside: remove it
-    names = {t.name for t in tasks}
-    for p in (out / "data").glob("*.parquet"):
-        if p.stem not in names:
-            p.unlink()
+    names = {f"{t.name}.parquet" for t in tasks}
+    for name in store.listdir("data"):
+        if name.endswith(".parquet") and name not in names:
+            store.remove(f"data/{name}")
     bar = tqdm(total=sum(len(t.pairs) for t in tasks), initial=sum(len(t.pairs) for t in tasks if t not in todo),
                unit="pair", desc=f"annotate {cfg.source}", disable=not progress)
     schema = features(cfg.stft.n_freq, cfg.stft.sample_rate).arrow_schema
     with parallel_backend(backend, workers, scheduler) as return_as:
-        jobs = Parallel(return_as=return_as)(delayed(run_shard)(t, cfg, str(out), schema) for t in todo)
+        jobs = Parallel(return_as=return_as)(delayed(run_shard)(t, cfg, store.out, schema) for t in todo)
         for part in jobs:
             bar.update(part["pairs"])
     bar.close()
-    summary = finalize(out, tasks, read_rejects, pairs_in=len(pairs) + len(read_rejects),
+    summary = finalize(store, tasks, read_rejects, pairs_in=len(pairs) + len(read_rejects),
                        seconds_taken=time.perf_counter() - t0, workers=workers, sample_rate=cfg.stft.sample_rate)
     return summary
 
 
-def finalize(out: Path, tasks: list[ShardTask], read_rejects: list[Reject], *, pairs_in: int,
+def finalize(store: Store, tasks: list[ShardTask], read_rejects: list[Reject], *, pairs_in: int,
              seconds_taken: float, workers: int, sample_rate: int) -> dict:
     """Merge shard summaries into ``rejects.jsonl`` and ``summary.json``."""
-    parts = [json.loads((out / ".parts" / f"{t.name}.json").read_text()) for t in tasks]
+    parts = [json.loads(store.read_text(f".parts/{t.name}.json")) for t in tasks]
     rejects = [r.to_dict() for r in read_rejects] + [r for p in parts for r in p["rejects"]]
-    with open(out / "rejects.jsonl.tmp", "w") as f:
-        for r in rejects:
-            f.write(json.dumps(r) + "\n")
-    os.replace(out / "rejects.jsonl.tmp", out / "rejects.jsonl")
+    store.write_text("rejects.jsonl", "".join(json.dumps(r) + "\n" for r in rejects))
     rows_per_split = Counter()
     for p in parts:
         rows_per_split[p["split"]] += p["rows"]
@@ -359,9 +350,8 @@ def finalize(out: Path, tasks: list[ShardTask], read_rejects: list[Reject], *, p
         "realtime_factor": seconds_audio / seconds_taken if seconds_taken > 0 else None,
         "workers": workers,
         "shards": len(parts),
+        "peak_worker_rss_mb": max((p.get("peak_rss_mb", 0.0) for p in parts), default=0.0),
         "abs_offset_ms_median": float(np.median(np.abs(offsets)) * 1000.0 / sample_rate) if offsets.size else None,
     }
-    tmp = out / "summary.json.tmp"
-    tmp.write_text(json.dumps(summary, indent=2))
-    os.replace(tmp, out / "summary.json")
+    store.write_text("summary.json", json.dumps(summary, indent=2))
     return summary

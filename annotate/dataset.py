@@ -103,14 +103,16 @@ def rows_to_table(rows: list[dict], feats) -> pa.Table:
 
 
 class ShardWriter:
-    """Writes one shard atomically: rows go to ``{path}.tmp`` in row groups, ``close()`` renames it.
+    """Writes one shard atomically: rows go to ``{path}.tmp`` in row groups, ``close()`` renames it
+    (``atomic=False`` writes ``path`` directly, for callers that handle atomicity, e.g. a Store).
 
     Memory stays bounded by ``rows_per_group`` rows whatever the shard size.
     """
 
-    def __init__(self, path: str | Path, feats, metadata: dict | None = None, rows_per_group: int = 16):
+    def __init__(self, path: str | Path, feats, metadata: dict | None = None, rows_per_group: int = 16,
+                 atomic: bool = True):
         self.path = Path(path)
-        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.tmp = self.path.with_name(self.path.name + ".tmp") if atomic else self.path
         schema = arrow_schema(feats)
         self.feats = schema
         if metadata is not None:
@@ -141,7 +143,8 @@ class ShardWriter:
     def close(self) -> Path:
         self._flush()
         self._writer.close()
-        os.replace(self.tmp, self.path)
+        if self.tmp != self.path:
+            os.replace(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:

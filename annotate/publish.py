@@ -239,7 +239,7 @@ def hub_errors(endpoint: str, repo_id: str):
         raise PublishError(f"Hub error{f' HTTP {code}' if code else ''} at {endpoint}: {first} — {hint}") from None
     except (FileNotFoundError, PermissionError, IsADirectoryError):
         raise  # local files, not the network
-    except (OSError, _transport_errors()) as e:
+    except (OSError, *_transport_errors()) as e:
         raise PublishError(f"cannot reach the Hub at {endpoint} ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else 'no detail'}); "
                            f"check the network or HF_ENDPOINT, then {resume}") from None
 

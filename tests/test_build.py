@@ -59,7 +59,7 @@ def test_alignment_recovers_known_trims(demo_ds, demo_corpus):
     assert len(rows) == len(truth)
     err = np.array([abs(r["offset"] - truth[r["id"]] * 16000 / 24000) for r in rows])
     assert (err <= 128).mean() >= 0.95, sorted(err)[-5:]  # within one hop for >= 95% of pairs
-    assert np.median(err) <= 32  # and close to the sample (<= 2 ms) for most
+    assert np.median(err) <= 16  # and sample-accurate (<= 1 ms) for most
 
 
 def test_same_masks_with_one_and_two_workers(demo_corpus, tmp_path):

@@ -39,6 +39,7 @@ class FakeHub(ThreadingHTTPServer):
         self.requests: list[tuple[str, str]] = []
         self.auth: set[str] = set()
         self.commits: list[dict] = []
+        self.validated: list[str] = []
         self.refuse_commit: int | None = None  # 1-based index of a commit to refuse (a broken upload)
         self.thread = threading.Thread(target=self.serve_forever, daemon=True)
 
@@ -91,6 +92,14 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(409, {"error": "You already created this dataset repo", "url": f"{hub.url}/datasets/{rid}"})
             hub.repos[rid] = {}
             return self._send(200, {"url": f"{hub.url}/datasets/{rid}", "name": rid})
+        if self.path == "/api/validate-yaml":  # the Hub checks a README's YAML header before committing it
+            import yaml
+
+            content = json.loads(body)["content"]
+            m = re.match(r"^---\n(.*?)\n---\n", content, flags=re.S)
+            ok = m is not None and isinstance(yaml.safe_load(m.group(1)), dict)
+            hub.validated.append(content)
+            return self._send(200 if ok else 400, {"errors": [] if ok else [{"message": "bad YAML"}], "warnings": []})
         m = re.match(r"^/api/datasets/([^/]+/[^/]+)/(preupload|commit)/([^/?]+)", self.path)
         if not m or m.group(1) not in hub.repos:
             return self._send(404, {"error": f"unexpected {self.path}"})
@@ -294,8 +303,9 @@ def test_upload_to_local_endpoint_resumes_and_cleans(demo_ds, tmp_path, monkeypa
         r = publish(demo_ds, "org/masks", token="hf_test", figure=False, log=lambda m: None)
         assert r["deleted"] == ["data/train-00000-of-00009.parquet"] and hub.repos["org/masks"] == expected
         assert hub.auth == {"Bearer hf_test"}
+        assert hub.validated and hub.validated[-1] == expected["README.md"].decode()
         used = {(m, re.sub(r"org/masks", "R", p.split("?")[0])) for m, p in hub.requests}
-        assert used == {("POST", "/api/repos/create"), ("GET", "/api/datasets/R/tree/main"),
+        assert used == {("POST", "/api/repos/create"), ("GET", "/api/datasets/R/tree/main"), ("POST", "/api/validate-yaml"),
                         ("POST", "/api/datasets/R/preupload/main"), ("POST", "/api/datasets/R/commit/main")}
 
 

@@ -7,11 +7,18 @@ import json
 from .config import preset, replace
 
 
+HELP = "train SpecSegDiff (--condition spec) or ADDSegDiff (--condition detector); re-running resumes from OUT/last.pt"
+
+
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Add ``segdiff`` to a ``train`` subparsers object; returns the new parser."""
-    p = subparsers.add_parser("segdiff", help="train SpecSegDiff (--condition spec) or ADDSegDiff (--condition detector)",
-                              description="Train a SegDiff explainer on a vocmask dataset. Re-running the same "
-                                          "command resumes from OUT/last.pt.")
+    p = subparsers.add_parser("segdiff", help=HELP, description=HELP)
+    add_arguments(p)
+    return p
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """The ``train segdiff`` options."""
     p.add_argument("--dataset", required=True, help="dataset folder from `annotate build`")
     p.add_argument("--condition", choices=("spec", "detector"), default="spec",
                    help="spec = SpecSegDiff (spoof log-magnitude), detector = ADDSegDiff (frozen detector layers)")
@@ -36,7 +43,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, help="use only the first N training rows")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
-    return p
 
 
 def build_config(a):
