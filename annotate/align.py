@@ -34,7 +34,6 @@ class AlignConfig:
     window_s: float = 0.5  # Sakoe-Chiba band beyond the length difference, seconds
     refine: bool = True
     refine_hops: float = 1.5  # sample search range: ± this many hops around the DTW offset
-    refine_step: int = 8  # coarse grid step of the sample search, then every sample ± step
     refine_frames: int = 64  # real frames (spread evenly over the overlap) in the fine search; 1/4 in the coarse
     refine_floor_db: float = -50.0  # log-magnitude floor relative to the real's peak bin
     min_score: float = 0.5  # reject pairs whose aligned log-mel correlation is below this
@@ -61,10 +60,22 @@ class Alignment:
 
 
 @lru_cache(maxsize=4)
-def _mel_basis(sr: int, n_fft: int, n_mels: int) -> np.ndarray:
-    import librosa
+def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float = 20.0) -> np.ndarray:
+    """Triangular filters evenly spaced on the HTK mel scale, area-normalised: (n_mels, n_fft // 2 + 1).
 
-    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=20.0, fmax=sr / 2).astype(np.float32)
+    Written out (a dozen lines) instead of importing librosa, whose import costs each worker ~1 s.
+    """
+    def to_mel(f):
+        return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
+
+    def to_hz(m):
+        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
+
+    edges = to_hz(np.linspace(to_mel(fmin), to_mel(sr / 2), n_mels + 2))
+    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    tri = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
+    return (tri * (2.0 / (hi - lo))).astype(np.float32)
 
 
 @lru_cache(maxsize=4)
@@ -106,43 +117,41 @@ def dtw_frame_offset(fr: np.ndarray, fs: np.ndarray, window: int) -> float:
     return float(np.median(core[:, 1] - core[:, 0]))
 
 
-def _frames_at(x: np.ndarray, starts: np.ndarray, n_fft: int) -> np.ndarray:
-    idx = starts[:, None] + np.arange(n_fft)[None, :]
-    return x[idx]
+def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: STFTConfig, cfg: AlignConfig) -> int:
+    """Sample shift near ``coarse`` minimising the mean |log|S_spoof| - log|S_real|| (log floored at
+    ``refine_floor_db`` re the real's peak bin) over frames spread evenly across the overlap.
 
-
-def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: STFTConfig, cfg: AlignConfig,
-                  frame_energy: np.ndarray) -> int:
-    """Sample shift near ``coarse`` minimising the mean |log|S_spoof| - log|S_real|| on energetic frames.
-
-    Coarse-to-fine: a grid with step ``refine_step`` over ± ``refine_hops`` hops, then every sample
-    within ± ``refine_step`` of the best.
+    Coarse-to-fine: steps of 16, 4, then 1 sample over ± ``refine_hops`` hops, each level searching
+    ± one step of the previous best with more frames (a quarter, a half, then all ``refine_frames``):
+    the distance is smooth over a few ms, so the coarse levels only need to find its basin.
     """
     n_fft, hop = stft_cfg.n_fft, stft_cfg.hop_length
     radius = int(round(cfg.refine_hops * hop))
     win = np.hanning(n_fft + 1)[:-1].astype(np.float32)
     # real frame starts (uncentred) such that every candidate spoof frame lies inside the spoof
-    step = max(1, cfg.refine_step)
-    lo = max(0, -(coarse - radius - step))
-    hi = min(len(real), len(spoof) - (coarse + radius + step)) - n_fft
+    lo = max(0, radius - coarse)
+    hi = min(len(real), len(spoof) - (coarse + radius)) - n_fft
     if hi <= lo:
         return coarse
-    # frames spread evenly over the overlap; their start is not tied to the hop grid
     starts = np.unique(np.linspace(lo, hi, num=min(cfg.refine_frames, hi - lo + 1)).astype(np.int64))
-    ref_mag = np.abs(np.fft.rfft(_frames_at(real, starts, n_fft) * win, axis=-1))
+    frames_r = np.lib.stride_tricks.sliding_window_view(real, n_fft)
+    frames_s = np.lib.stride_tricks.sliding_window_view(spoof, n_fft)
+    ref_mag = np.abs(np.fft.rfft(frames_r[starts] * win, axis=-1))
     floor = max(float(ref_mag.max()), 1e-8) * 10 ** (cfg.refine_floor_db / 20)
     ref = np.log(ref_mag + floor)
 
-    def cost(shifts: np.ndarray, every: int = 1) -> np.ndarray:
+    def cost(shifts: np.ndarray, every: int) -> np.ndarray:
         st, rf = starts[::every], ref[::every]
-        segs = _frames_at(spoof, (st[None, :] + shifts[:, None]).reshape(-1), n_fft) * win
+        segs = frames_s[(st[None, :] + shifts[:, None]).reshape(-1)] * win
         spec = np.log(np.abs(np.fft.rfft(segs, axis=-1)) + floor).reshape(len(shifts), len(st), -1)
         return np.abs(spec - rf[None]).mean(axis=(1, 2))
 
-    grid = np.arange(coarse - radius, coarse + radius + 1, step)
-    best = int(grid[np.argmin(cost(grid, every=4))])  # the basin: a quarter of the frames suffice
-    fine = np.arange(best - step + 1, best + step)
-    return int(fine[np.argmin(cost(fine))])
+    best, lo_s, hi_s = coarse, coarse - radius, coarse + radius
+    for step, every in ((16, 4), (4, 2), (1, 1)):
+        grid = np.arange(max(lo_s, best - (radius if step == 16 else 2 * step)),
+                         min(hi_s, best + (radius if step == 16 else 2 * step)) + 1, step)
+        best = int(grid[np.argmin(cost(grid, every))])
+    return best
 
 
 def align(real: np.ndarray, spoof: np.ndarray, mag_real: np.ndarray, mag_spoof: np.ndarray,
@@ -160,8 +169,7 @@ def align(real: np.ndarray, spoof: np.ndarray, mag_real: np.ndarray, mag_spoof: 
         raise AlignmentError(f"alignment failed: offset {coarse / stft_cfg.sample_rate:.2f} s exceeds max_offset_s={cfg.max_offset_s}")
     offset = coarse
     if cfg.refine:
-        energy = (mag_real.astype(np.float32) ** 2).sum(axis=1)
-        offset = refine_offset(real, spoof, coarse, stft_cfg, cfg, energy)
+        offset = refine_offset(real, spoof, coarse, stft_cfg, cfg)
     real_start, spoof_start = max(0, -offset), max(0, offset)
     length = min(len(real) - real_start, len(spoof) - spoof_start)
     shorter = min(len(real), len(spoof))

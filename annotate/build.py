@@ -84,6 +84,15 @@ class ShardTask:
 # ------------------------------------------------------------------------------------------- per pair
 
 
+def public_config(cfg: BuildConfig) -> dict:
+    """The build config as published inside shards: local corpus paths reduced to their folder names."""
+    d = cfg.to_dict()
+    for key in ("root", "real_root"):
+        if d.get(key):
+            d[key] = Path(d[key]).name
+    return d
+
+
 def rawboost_plan(pair_id: str, cfg: BuildConfig) -> list[tuple[int, int, int]]:
     """``(copy, algo, seed)`` for each row a pair yields: copy 0 is augmented with ``rawboost_prob``,
     copies 1..K always; seeds come from (global seed, pair id, copy), so any row can be replayed."""
@@ -158,7 +167,7 @@ def run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict:
 
 
 def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict:
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     store = Store(out)
     if schema is None:
         schema = features(cfg.stft.n_freq, cfg.stft.sample_rate).arrow_schema
@@ -166,7 +175,7 @@ def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict
     seconds = 0.0
     offsets: list[int] = []
     with store.writing(f"data/{task.name}.parquet") as local_tmp:
-        writer = ShardWriter(local_tmp, schema, metadata={"build": cfg.to_dict()}, atomic=False)
+        writer = ShardWriter(local_tmp, schema, metadata={"build": public_config(cfg)}, atomic=False)
         try:
             for pair in task.pairs:
                 try:
@@ -188,7 +197,8 @@ def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict
             raise
     part = {"shard": task.name, "split": task.split, "pairs": len(task.pairs), "rows": writer.rows,
             "rejects": rejects, "seconds_audio": seconds, "offsets": offsets,
-            "seconds_taken": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()}
+            "seconds_taken": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "peak_rss_mb": _peak_rss_mb()}
     store.write_text(f".parts/{task.name}.json", json.dumps(part))  # last: marks the shard done
     return part
 

@@ -261,8 +261,8 @@ def method_text(cfg: dict) -> str:
         f"2. **Align** (a spoof is not sample-aligned with its real twin): DTW (dtaidistance, C path) on {al.get('n_mels')}-band "
         f"log-mel frames pooled by {al.get('pool')}, within a Sakoe-Chiba band of {al.get('window_s')} s beyond the length "
         f"difference, finds the border points; the offset is then refined to the sample by searching ±{al.get('refine_hops')} "
-        f"hops (grid step {al.get('refine_step')} samples, then every sample) for the shift that minimises the log-magnitude "
-        f"distance on the {al.get('refine_frames')} most energetic frames. The alignment score is the correlation of the aligned, "
+        f"hops (steps of 16, 4, then 1 sample) for the shift that minimises the log-magnitude distance (floored at "
+        f"{al.get('refine_floor_db')} dB re the peak) on {al.get('refine_frames')} frames spread over the overlap. The alignment score is the correlation of the aligned, "
         f"mean-normalised log-mel features (1 = identical). Pairs scoring below {al.get('min_score')}, whose common span keeps "
         f"less than {al.get('min_overlap')} of the shorter signal, or shifted by more than {al.get('max_offset_s')} s are "
         f"rejected. Both signals are trimmed to their common span.",

@@ -24,8 +24,10 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 from scipy import signal
+from scipy.ndimage import gaussian_filter1d
 
 VERSION = "demo-v1"
+REVISION = 2  # bump when the generator's output changes, so ensure() rebuilds cached corpora
 MARKER = ".complete"
 VOCODERS = ("griffinlim", "world", "lpc")
 HOP = 256  # the vocoders' frame hop: every spoof length is a multiple of it
@@ -61,6 +63,7 @@ class DemoConfig:
         d = asdict(self)
         d["vocoders"] = list(self.vocoders)
         d["version"] = VERSION
+        d["revision"] = REVISION
         return d
 
 
@@ -103,6 +106,8 @@ STOPS = {
 }
 BANDWIDTHS = np.array([70.0, 100.0, 150.0, 250.0])
 CONTROL_MS = 1.0  # control-track resolution
+HF_LEVEL = 0.03  # high-passed glottal source mixed into the voiced output, relative level
+FRIC_LEVEL = 0.8  # frication noise relative to the peak-normalised voiced part
 BLOCK = 128  # samples per coefficient update of the time-varying resonator cascade
 
 
@@ -185,8 +190,6 @@ def _phone_sequence(rng: np.random.Generator, speech_s: float, rate: float) -> l
 
 
 def _smooth(x: np.ndarray, ms: float, axis: int = 0) -> np.ndarray:
-    from scipy.ndimage import gaussian_filter1d
-
     return gaussian_filter1d(x, sigma=ms / CONTROL_MS, axis=axis, mode="nearest")
 
 
@@ -336,6 +339,9 @@ def synth_utterance(spk: Speaker, rng: np.random.Generator, sr: int) -> np.ndarr
     asp = noise * (0.4 + 0.6 * flow)  # pitch-synchronous aspiration
     src = av_s * (dflow + spk.breath * asp) + ah_s * noise
     voiced = _resonator_cascade(src, freqs, bw_s, sr)
+    # The all-pole cascade falls off steeply above F5; real voices keep weak harmonics up to ~8 kHz.
+    hf = signal.butter(2, 3500, btype="highpass", fs=sr, output="sos")
+    voiced += HF_LEVEL * np.std(voiced) / (np.std(src) + 1e-12) * signal.sosfilt(hf, src)
 
     # Frication and bursts: band-passed noise, per noise band, with its level track.
     fric = np.zeros(n)
@@ -343,7 +349,7 @@ def synth_utterance(spk: Speaker, rng: np.random.Generator, sr: int) -> np.ndarr
     for (centre, width), lvl in sorted(bands.items()):
         lvl_s = np.interp(ts, tc, _smooth(lvl, 5.0))
         fric += lvl_s * _bandpass(fnoise, centre * min(spk.tract, 1.1), width, sr)
-    speech = voiced / (np.max(np.abs(voiced)) + 1e-9) + fric * 1.5
+    speech = voiced / (np.max(np.abs(voiced)) + 1e-9) + fric * FRIC_LEVEL
     speech *= 0.5 / (np.max(np.abs(speech)) + 1e-9)
 
     # Room-ish background: low-level coloured noise everywhere (about -65 dB re the peak).
@@ -612,8 +618,13 @@ def generate(root: str | Path, *, n_speakers: int = 4, utts_per_speaker: int = 8
     """Write the demo corpus into ``root`` (LibriSeVoc layout, truth.json, marker last); returns ``root``."""
     cfg = DemoConfig(n_speakers, utts_per_speaker, seed, sample_rate, tuple(vocoders))
     root = Path(root).expanduser()
+    _check_target(root)
+    if (root / MARKER).is_file():  # an older demo corpus: drop what it wrote, so no stale file survives
+        (root / MARKER).unlink()
+        for name in _OWNED:
+            path = root / name
+            shutil.rmtree(path) if path.is_dir() else path.unlink(missing_ok=True)
     root.mkdir(parents=True, exist_ok=True)
-    (root / MARKER).unlink(missing_ok=True)
     sr = cfg.sample_rate
     (root / "gt").mkdir(exist_ok=True)
     for v in cfg.vocoders:
@@ -665,8 +676,15 @@ def is_complete(root: str | Path, **kw) -> bool:
         return False
 
 
-def _owned_names(cfg: DemoConfig) -> set[str]:
-    return {"gt", "truth.json", MARKER, f"{MARKER}.tmp", "train.txt", "dev.txt", "test.txt", *VOCODERS, *cfg.vocoders}
+_OWNED = ("gt", *VOCODERS, "train.txt", "dev.txt", "test.txt", "truth.json", f"{MARKER}.tmp")
+
+
+def _check_target(root: Path) -> None:
+    """Refuse to write into anything but a new or empty folder or an earlier demo corpus (never a user's data)."""
+    if root.exists() and not root.is_dir():
+        raise DemoError(f"demo corpus folder {root} is a file: pass a folder path")
+    if root.is_dir() and not (root / MARKER).is_file() and any(root.iterdir()):
+        raise DemoError(f"{root} exists and is not a demo corpus (no {MARKER} marker): pass an empty or new folder")
 
 
 def ensure(root: str | Path | None = None, **kw) -> Path:
@@ -678,15 +696,14 @@ def ensure(root: str | Path | None = None, **kw) -> Path:
     cfg = DemoConfig(**kw)
     if is_complete(root, **kw):
         return root
-    if root.exists():
-        stray = sorted(p.name for p in root.iterdir() if p.name not in _owned_names(cfg))
-        if stray:
-            raise DemoError(f"{root} exists and is not a demo corpus (has {', '.join(stray[:3])}): pass an empty or new folder")
+    _check_target(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         generate(tmp, n_speakers=cfg.n_speakers, utts_per_speaker=cfg.utts_per_speaker, seed=cfg.seed,
                  sample_rate=cfg.sample_rate, vocoders=cfg.vocoders)
+        if is_complete(root, **kw):  # another process finished the same corpus meanwhile
+            return root
         trash = None
         if root.exists():
             trash = root.parent / f".{root.name}.old-{uuid.uuid4().hex[:8]}"

@@ -226,6 +226,11 @@ def hub_errors(endpoint: str, repo_id: str):
         yield
     except HFValidationError as e:
         raise PublishError(f"invalid --repo-id {repo_id!r}: {str(e).splitlines()[0]}") from None
+    except PublishError:
+        raise
+    except ValueError as e:  # e.g. the Hub's YAML check of README.md
+        msg = " ".join(str(e).split())[:300]
+        raise PublishError(f"the Hub refused the upload: {msg}") from None
     except LocalTokenNotFoundError:
         raise PublishError("no Hugging Face token: pass --token, set HF_TOKEN or run `hf auth login`") from None
     except OfflineModeIsEnabled:
@@ -271,18 +276,29 @@ def _batches(files: list[tuple[str, Path]], max_files: int, max_bytes: int) -> l
     return out
 
 
-def upload_tree(tree: Tree, repo_id: str, *, token: str | None = None, private: bool = False,
-                endpoint: str | None = None, commit_message: str | None = None, max_files: int = 50,
-                max_bytes: int = 4 << 30, log=print) -> dict:
-    """Create the dataset repo (if needed) and upload what differs: data in batches, then card + deletions."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
-    from huggingface_hub.hf_api import RepoFile
+def open_repo(repo_id: str, *, token: str | None = None, private: bool = False, endpoint: str | None = None):
+    """``(api, url, endpoint)`` after creating the dataset repo if needed (checks network and token early)."""
+    from huggingface_hub import HfApi
 
     endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co").rstrip("/")
     api = HfApi(endpoint=endpoint, token=token)
-    local = {rel: tree.root / rel for rel in tree.files}
     with hub_errors(endpoint, repo_id):
         url = api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+    return api, str(url), endpoint
+
+
+def upload_tree(tree: Tree, repo_id: str, *, token: str | None = None, private: bool = False,
+                endpoint: str | None = None, commit_message: str | None = None, max_files: int = 50,
+                max_bytes: int = 4 << 30, log=print, repo=None) -> dict:
+    """Create the dataset repo (if needed) and upload what differs: data in batches, then card + deletions.
+
+    ``repo``: an ``open_repo`` result to reuse."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
+    from huggingface_hub.hf_api import RepoFile
+
+    api, url, endpoint = repo or open_repo(repo_id, token=token, private=private, endpoint=endpoint)
+    local = {rel: tree.root / rel for rel in tree.files}
+    with hub_errors(endpoint, repo_id):
         remote = {f.path: f for f in api.list_repo_tree(repo_id, repo_type="dataset", recursive=True) if isinstance(f, RepoFile)}
     todo = [(rel, p) for rel, p in sorted(local.items()) if not _same(p, remote.get(rel))]
     stale = sorted(r for r in remote if r.startswith("data/") and r not in local)
@@ -304,7 +320,7 @@ def upload_tree(tree: Tree, repo_id: str, *, token: str | None = None, private: 
             info = api.create_commit(repo_id, ops, repo_type="dataset",
                                      commit_message=commit_message or f"Publish vocmask dataset card{f' ({version})' if version else ''}")
         commits.append(info.oid)
-    return {"repo_id": repo_id, "url": str(url), "uploaded": [rel for rel, _ in todo], "unchanged": len(local) - len(todo),
+    return {"repo_id": repo_id, "url": url, "uploaded": [rel for rel, _ in todo], "unchanged": len(local) - len(todo),
             "deleted": stale, "commits": commits}
 
 
@@ -335,7 +351,14 @@ def publish(ds: str | Path, repo_id: str, *, dry_run: str | Path | None = None, 
     ds = Path(ds)
     if not (ds / "build.json").exists():
         raise PublishError(f"{ds} is not a vocmask dataset (no build.json): run `annotate build` first")
+    if withhold and key is None:
+        raise PublishError("--withhold-test-masks needs --key KEYFILE: where to write the private masks")
+    try:
+        check_complete(ds)
+    except CardError as e:
+        raise PublishError(str(e)) from None
     out = Path(dry_run) if dry_run else ds / STAGING
+    repo = None if dry_run else open_repo(repo_id, token=token, private=private, endpoint=endpoint)  # fail fast
     tree = stage_tree(ds, out, repo_id=repo_id, withhold=withhold, key=key, pretty_name=pretty_name,
                       license=license, template=template, figure=figure)
     if tree.warning:
@@ -345,8 +368,7 @@ def publish(ds: str | Path, repo_id: str, *, dry_run: str | Path | None = None, 
     if dry_run:
         return {**result, "dry_run": True}
     try:
-        result.update(upload_tree(tree, repo_id, token=token, private=private, endpoint=endpoint,
-                                  commit_message=commit_message, max_files=max_files, log=log))
+        result.update(upload_tree(tree, repo_id, commit_message=commit_message, max_files=max_files, log=log, repo=repo))
     finally:
         shutil.rmtree(out, ignore_errors=True)
     return {**result, "dry_run": False}

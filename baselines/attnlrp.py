@@ -123,12 +123,11 @@ PLAIN = {
     T.sum, torch.sum, T.mean, torch.mean, T.__neg__, torch.neg, T.neg, F.pad, F.max_pool1d, F.max_pool2d, F.dropout,
     T.amax, torch.amax, T.max, torch.max, torch.maximum, T.abs, torch.abs, torch.gather, T.gather, torch.topk, T.topk,
     torch.polar, torch.istft, torch.stft, T.to, T.float, T.clone, T.split, T.chunk, T.narrow, T.repeat, T.repeat_interleave,
-    T.type_as, T.__setitem__, T.masked_fill, torch.where, torch.index_select, T.index_select, T.t,
-    torch.view_as_real, torch.view_as_complex, T.__len__, T.dim, T.size, T.is_complex, T.numel, torch.clamp, T.clamp, T.__mod__, T.__floordiv__, F.interpolate, T.__format__, T.__repr__, T.tolist, T.item,
+    T.type_as, T.__setitem__, torch.index_select, T.index_select, T.t, torch.view_as_real, torch.view_as_complex,
+    T.__len__, T.dim, T.size, T.is_complex, T.numel, F.interpolate, T.__format__, T.__repr__, T.tolist, T.item,
 }
-
-
 KNOWN = PLAIN | DIVISIONS | STATS | ACTIVATIONS | {F.layer_norm, F.group_norm}
+
 
 # ----------------------------------------------------------------------------------------------- the mode
 
@@ -329,7 +328,7 @@ class LRPMode(TorchFunctionMode):
 def frozen(model: nn.Module):
     """Eval mode and parameters without grad for the duration (restored afterwards)."""
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    was_training = model.training
+    modes = [(m, m.training) for m in model.modules()]
     model.eval()
     for p, _ in flags:
         p.requires_grad_(False)
@@ -338,7 +337,8 @@ def frozen(model: nn.Module):
     finally:
         for p, f in flags:
             p.requires_grad_(f)
-        model.train(was_training)
+        for m, t in modes:
+            m.training = t
 
 
 def attnlrp(forward: Callable[[Tensor], Tensor], x: Tensor, model: nn.Module, cfg: LRPConfig = LRPConfig()) -> LRPResult:

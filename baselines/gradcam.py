@@ -3,7 +3,6 @@ to the spectrogram's frames and spread evenly over frequency (the partially-spoo
 from __future__ import annotations
 
 import numpy as np
-import torch
 from torch import Tensor, nn
 
 from annotate.spectral import DEFAULT_STFT, STFTConfig

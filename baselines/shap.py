@@ -20,6 +20,7 @@ written that way; captum breaks on reused modules).
 """
 from __future__ import annotations
 
+import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
@@ -99,7 +100,8 @@ def deepshap(wrapper: RawWrapper, logmag: Tensor, phase: Tensor, references: Ten
     if parts[-1].stop - parts[-1].start < 2 and len(parts) > 1:  # captum wants >= 2 references per call
         parts[-2] = slice(parts[-2].start, parts[-1].stop)
         parts.pop()
-    with rescale_rules(cfg.extend_rescale):
+    with rescale_rules(cfg.extend_rescale), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Setting forward, backward hooks", category=UserWarning)
         for sl in parts:
             refs = references[sl]
             attr, delta = explainer.attribute(

@@ -17,9 +17,16 @@ def resolved_root(root: str | Path | None = None) -> Path:
 
 def read(root: str | Path | None = None, *, real_root: str | Path | None = None) -> tuple[list[Pair], list[Reject]]:
     """Generate the demo corpus if needed, then list its pairs (source = "demo")."""
-    from ..demo import ensure
+    import json
+
+    from ..demo import MARKER, REVISION, ensure
 
     base = resolved_root(root)
-    if not (base / ".complete").exists():  # a finished corpus (whatever its size) is used as it is
+    marker = base / MARKER
+    try:  # a finished corpus of the current generator revision is used as it is, whatever its size
+        current = json.loads(marker.read_text()).get("revision") == REVISION
+    except (OSError, ValueError):
+        current = False
+    if not current:
         ensure(base)
     return librisevoc.read(base, source="demo")

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .config import CONVENTION, BackendConfig, DetectorConfig, FrontendConfig

@@ -6,12 +6,13 @@ utterance, before cropping), so heatmaps do not depend on recording gain or on d
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from annotate.audio import decode_bytes
-from annotate.dataset import iter_rows
+from annotate.dataset import iter_rows, shard_paths
 from annotate.spectral import DEFAULT_STFT
 
 
@@ -57,6 +58,8 @@ def row_to_utterance(row: dict, with_audio: bool) -> Utterance:
 
 def load_split(ds, split: str, *, with_audio: bool = False, with_mask: bool = True, limit: int | None = None) -> list[Utterance]:
     """Rows of one split in memory (float16 conditions + uint8 masks: ~3 bytes per bin)."""
+    if not shard_paths(ds, split):
+        raise FileNotFoundError(f"no shards for split {split!r} in {Path(ds) / 'data'} (build the dataset with `annotate build`)")
     cols = ["id", "spoof_logmag"] + (["mask"] if with_mask else []) + (["spoof_audio"] if with_audio else [])
     out = []
     for row in iter_rows(ds, split, cols):

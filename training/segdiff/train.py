@@ -94,7 +94,6 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
     from tqdm import tqdm
 
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     tc = cfg.train
     torch.manual_seed(tc.seed)
     with_audio = cfg.model.condition == "detector"
@@ -116,6 +115,7 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
         except (FileNotFoundError, ValueError) as e:
             log(f"no validation: {e}")
     _check_same(out, cfg)
+    out.mkdir(parents=True, exist_ok=True)
 
     model = SegDiffUNet(cfg.model).to(memory_format=torch.channels_last)
     ema = copy.deepcopy(model).eval()
