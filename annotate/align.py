@@ -36,6 +36,7 @@ class AlignConfig:
     refine_hops: float = 1.5  # sample search range: ± this many hops around the DTW offset
     refine_frames: int = 64  # real frames (spread evenly over the overlap) in the fine search; 1/4 in the coarse
     refine_floor_db: float = -50.0  # log-magnitude floor relative to the real's peak bin
+    refine_n_fft: int | None = None  # window of the sample search (default: the STFT's n_fft)
     min_score: float = 0.5  # reject pairs whose aligned log-mel correlation is below this
     min_overlap: float = 0.5  # the common span must keep this share of the shorter signal
     max_offset_s: float = 2.0
@@ -125,7 +126,7 @@ def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: ST
     ± one step of the previous best with more frames (a quarter, a half, then all ``refine_frames``):
     the distance is smooth over a few ms, so the coarse levels only need to find its basin.
     """
-    n_fft, hop = stft_cfg.n_fft, stft_cfg.hop_length
+    n_fft, hop = cfg.refine_n_fft or stft_cfg.n_fft, stft_cfg.hop_length
     radius = int(round(cfg.refine_hops * hop))
     win = np.hanning(n_fft + 1)[:-1].astype(np.float32)
     # real frame starts (uncentred) such that every candidate spoof frame lies inside the spoof

@@ -57,19 +57,21 @@ def _with_vocmask_meta(schema: pa.Schema, src_meta: dict | None, extra: dict) ->
     return schema.with_metadata({**(schema.metadata or {}), META_KEY: json.dumps(vm, sort_keys=True).encode()})
 
 
-def _copy_columns(src: Path, dst: Path, schema: pa.Schema) -> int:
-    """Write ``schema``'s columns of ``src`` to ``dst`` (row group by row group, atomically); returns rows."""
-    pf = pq.ParquetFile(src)
+def _copy_columns(srcs: list[Path], dst: Path, schema: pa.Schema) -> int:
+    """Write ``schema``'s columns of the shards ``srcs`` (in order) to ``dst``, row group by row group and
+    atomically; returns the number of rows."""
     tmp = dst.with_name(dst.name + ".tmp")
     rows = 0
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
-            for g in range(pf.num_row_groups):
-                t = pf.read_row_group(g, columns=schema.names)
-                cols = [t.column(n) for n in schema.names]
-                cols = [c if c.type == f.type else c.cast(f.type) for c, f in zip(cols, schema)]
-                w.write_table(pa.Table.from_arrays(cols, schema=schema))
-                rows += t.num_rows
+            for src in srcs:
+                pf = pq.ParquetFile(src)
+                for g in range(pf.num_row_groups):
+                    t = pf.read_row_group(g, columns=schema.names)
+                    cols = [t.column(n) for n in schema.names]
+                    cols = [c if c.type == f.type else c.cast(f.type) for c, f in zip(cols, schema)]
+                    w.write_table(pa.Table.from_arrays(cols, schema=schema))
+                    rows += t.num_rows
         os.replace(tmp, dst)
     except BaseException:
         tmp.unlink(missing_ok=True)
@@ -84,7 +86,7 @@ def write_public_test_shards(paths: list[Path], out_data: Path, feats) -> list[P
     for p in sorted(paths):
         schema = _with_vocmask_meta(pub.arrow_schema, pq.read_schema(p).metadata, {"withheld": list(WITHHELD_COLUMNS)})
         dst = out_data / p.name
-        _copy_columns(p, dst, schema)
+        _copy_columns([p], dst, schema)
         out.append(dst)
     return out
 
@@ -96,23 +98,7 @@ def write_key(paths: list[Path], key: Path, feats, meta: dict) -> int:
     kf = Features({"id": Value("string"), **{c: feats[c] for c in WITHHELD_COLUMNS if c in feats}})
     schema = _with_vocmask_meta(kf.arrow_schema, None, {"format": KEY_FORMAT, **meta})
     key.parent.mkdir(parents=True, exist_ok=True)
-    tmp = key.with_name(key.name + ".tmp")
-    rows = 0
-    try:
-        with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
-            for p in sorted(paths):
-                pf = pq.ParquetFile(p)
-                for g in range(pf.num_row_groups):
-                    t = pf.read_row_group(g, columns=schema.names)
-                    cols = [t.column(n) for n in schema.names]
-                    cols = [c if c.type == f.type else c.cast(f.type) for c, f in zip(cols, schema)]
-                    w.write_table(pa.Table.from_arrays(cols, schema=schema))
-                    rows += t.num_rows
-        os.replace(tmp, key)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return rows
+    return _copy_columns(sorted(paths), key, schema)
 
 
 def _inside(path: Path, folder: Path) -> bool:

@@ -239,7 +239,7 @@ def run(cfg: ExplainConfig, out: str | Path, *, progress: bool = True, detector=
     from tqdm import tqdm
 
     from annotate.dataset import iter_rows
-    from benchmark.submission import SubmissionWriter, iter_heatmaps
+    from annotate.submission import SubmissionWriter, iter_heatmaps
 
     if cfg.method not in DETECTOR_METHODS + CHANCE:
         raise ValueError(f"unknown method {cfg.method!r} for this run loop; choose from {', '.join(DETECTOR_METHODS + CHANCE)}")

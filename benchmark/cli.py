@@ -1,4 +1,4 @@
-"""``benchmark`` command: score a submission, validate it, rank results (``run`` awaits the explainers).
+"""``benchmark`` command: score a submission, validate it, rank results, or explain-and-score everything (``run``).
 
 Exit codes: 0 success, 2 invalid input (submission, dataset, key, detector), each with a one-line
 message per problem and no traceback.
@@ -11,14 +11,6 @@ from pathlib import Path
 
 from .stats import BootstrapConfig
 from .submission import SubmissionError
-
-RUN_NOTE = (
-    "`benchmark run` is not available yet: it needs the explainers (baselines package: `explain --method ...`, "
-    "SpecSegDiff/ADDSegDiff inference), which do not exist in this build. Until then, write each method's "
-    "submission with `explain` (or benchmark.submission.write_submission), score it with `benchmark score`, "
-    "and rank the results with `benchmark leaderboard` (chance rows are added automatically)."
-)
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="benchmark", description="Score explanation heatmaps against vocmask ground truth.")
@@ -52,10 +44,23 @@ def _parser() -> argparse.ArgumentParser:
     lb.add_argument("-o", "--output", help="write the table here instead of stdout")
     _boot_args(lb)
 
-    r = sub.add_parser("run", help="explain and score every available method (not available yet)")
-    r.add_argument("--dataset")
-    r.add_argument("--detector")
-    r.add_argument("--segdiff", action="append")
+    r = sub.add_parser("run", help="explain and score every available method, print Table 1 (chance rows included)")
+    r.add_argument("--dataset", required=True, help="vocmask dataset folder")
+    r.add_argument("--detector", help="detector checkpoint: adds DeepSHAP, GradientSHAP, AttnLRP, Grad-CAM and AI/AD/AG/Fid-In")
+    r.add_argument("--segdiff", action="append", default=[], metavar="CKPT",
+                   help="SegDiff checkpoint (repeatable); SpecSegDiff or ADDSegDiff from its condition")
+    r.add_argument("--split", default="test")
+    r.add_argument("--methods", nargs="+", metavar="M",
+                   help="only these (of random smoothed-random energy deepshap gradientshap attnlrp gradcam specsegdiff "
+                        "addsegdiff); the chance rows are always computed")
+    r.add_argument("--limit", type=int, help="explain and score only the split's first N rows")
+    r.add_argument("--out", default="results", help="folder for result JSONs, submissions/ and table.txt (default results/)")
+    r.add_argument("--segdiff-samples", type=int, default=32, help="SegDiff samples per utterance (default 32)")
+    r.add_argument("--ddim-steps", type=int, help="SegDiff DDIM steps (default: all diffusion steps)")
+    r.add_argument("--force", action="store_true", help="recompute methods whose result exists")
+    r.add_argument("--threads", type=int, help="torch CPU threads")
+    r.add_argument("--no-progress", action="store_true")
+    _boot_args(r)
     return p
 
 
@@ -111,6 +116,30 @@ def _leaderboard(a) -> int:
     return 0
 
 
+def _run(a) -> int:
+    from .run import RunConfig, format_table1, run_benchmark
+    from .score import ScoreError
+
+    if a.threads:
+        import torch
+
+        torch.set_num_threads(a.threads)
+    methods = tuple(m for arg in a.methods for m in arg.split(",") if m) if a.methods else None
+    cfg = RunConfig(
+        dataset=a.dataset, out=a.out, split=a.split, detector=a.detector, segdiff=tuple(a.segdiff), methods=methods,
+        limit=a.limit, seed=a.seed, boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed),
+        segdiff_samples=a.segdiff_samples, ddim_steps=a.ddim_steps, force=a.force, progress=not a.no_progress,
+    )
+    try:
+        results, notes = run_benchmark(cfg, log=lambda m: print(f"benchmark: {m}", file=sys.stderr))
+    except (ValueError, ImportError) as e:  # the explainers' input errors (one line each)
+        raise ScoreError(str(e)) from None
+    table = format_table1(results, notes)
+    (Path(a.out) / "table.txt").write_text(table + "\n")
+    print(table)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``benchmark`` console script; returns the exit code."""
     from .score import ScoreError
@@ -123,8 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(a)
         if a.command == "leaderboard":
             return _leaderboard(a)
-        print(f"benchmark: {RUN_NOTE}", file=sys.stderr)
-        return 2
+        return _run(a)
     except SubmissionError as e:
         print(f"benchmark: invalid submission {getattr(a, 'submission', '')}:", file=sys.stderr)
         for line in e.problems:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import replace
@@ -103,15 +105,20 @@ def main() -> None:
         print(f"2 workers / 1 worker wall throughput: {r2['wall_rtf'] / r1['wall_rtf']:.2f}x  (target >= 1.8)")
         print(f"target >= 300x per core with 1 worker: {'met' if r1['per_core_rtf'] >= 300 else 'NOT met'}")
         if a.sizes:
-            n = max(4, len(pairs) // 4)
-            for k, sub in (("1x", pairs[:n]), ("4x", (pairs * 4)[: 4 * n])):
+            # each size in a fresh process tree, so worker peaks are not carried over between builds
+            n = max(8, len(pairs))
+            for k, reps in (("1x", 1), ("4x", 4)):
                 m = tmp / f"size{k}.tsv"
-                lines = []
-                for i, p in enumerate(sub):  # repeated pairs get their own vocoder name so ids stay unique
-                    lines.append(f"{p.real_path}\t{p.spoof_path}\t{p.vocoder}_{i // len(pairs)}\t{p.speaker}\t{p.split or ''}\n")
-                m.write_text("real_path\tspoof_path\tvocoder\tspeaker\tsplit\n" + "".join(lines))
-                r = run_build(replace(mcfg, root=str(m)), 2, tmp / f"size{k}")
-                print(f"corpus {k}: {r['rows']} rows, peak RSS per worker {r['peak_rss_mb']:.0f} MB")
+                m.write_text("real_path\tspoof_path\tvocoder\tspeaker\tsplit\n" + "".join(
+                    f"{p.real_path}\t{p.spoof_path}\t{p.vocoder}_s{r}\t{p.speaker}\t{p.split or ''}\n"
+                    for r in range(reps) for p in pairs[:n]))
+                out = tmp / f"size{k}"
+                subprocess.run([sys.executable, "-m", "annotate.cli", "build", "--source", "manifest", "--root", str(m),
+                                "--out", str(out), "--workers", "2", "--shard-size", str(a.shard_size), "--no-progress"],
+                               check=True, capture_output=True)
+                s = json.loads((out / "summary.json").read_text())
+                print(f"corpus {k}: {s['rows_out']} rows ({s['hours_audio'] * 60:.1f} min), "
+                      f"peak RSS per worker {s['peak_worker_rss_mb']:.0f} MB")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

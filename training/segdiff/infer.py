@@ -146,7 +146,7 @@ def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, 
     from tqdm import tqdm
 
     from annotate.dataset import iter_rows
-    from benchmark.submission import SubmissionWriter
+    from annotate.submission import SubmissionWriter
 
     from .data import row_to_utterance
 

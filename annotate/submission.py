@@ -1,0 +1,169 @@
+"""The submission FORMAT and its writer/reader (pyarrow only, never pickle), shared by every explainer.
+
+A submission is a Parquet file, or a folder of them, with columns ``id`` (string) and ``heatmap``
+(floats, ``(frames, 257)`` time-first on the row's mask grid) stored as ``list<list<float>>`` or
+a ``datasets`` ``Array2D`` column. Method metadata (name, parameters, ...) is JSON in the Parquet
+schema metadata under the key ``b"vocmask"``. It lives in ``annotate`` so that explainers
+(training, baselines) write submissions without importing ``benchmark``; the checks that run
+before scoring stay in :mod:`benchmark.submission`.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+META_KEY = b"vocmask"
+
+# ----------------------------------------------------------------------------------------------- writing
+
+
+def heatmap_type(dtype: str = "float32") -> pa.DataType:
+    """Arrow type of the ``heatmap`` column: ``list<list<dtype>>``."""
+    return pa.list_(pa.list_(pa.from_numpy_dtype(np.dtype(dtype))))
+
+
+def submission_schema(metadata: dict | None = None, dtype: str = "float32") -> pa.Schema:
+    """Schema ``(id string, heatmap list<list<dtype>>)`` with ``metadata`` as JSON under ``b"vocmask"``."""
+    meta = {META_KEY: json.dumps(metadata or {}, sort_keys=True, default=str).encode()}
+    return pa.schema([("id", pa.string()), ("heatmap", heatmap_type(dtype))], metadata=meta)
+
+
+def heatmaps_to_arrow(heatmaps: Sequence[np.ndarray], dtype: str = "float32") -> pa.Array:
+    """``list<list<dtype>>`` array of time-first 2-D heatmaps, built from one flat buffer."""
+    arrays = [np.asarray(h, dtype=dtype) for h in heatmaps]
+    for a in arrays:
+        if a.ndim != 2:
+            raise ValueError(f"a heatmap must be 2-D (frames, n_freq), got shape {a.shape}")
+    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, dtype=dtype)
+    widths = np.repeat([a.shape[1] for a in arrays], [a.shape[0] for a in arrays]).astype(np.int64)
+    inner_off = np.concatenate([[0], np.cumsum(widths)]).astype(np.int32)
+    inner = pa.ListArray.from_arrays(pa.array(inner_off, pa.int32()), pa.array(flat))
+    frames = np.array([a.shape[0] for a in arrays], dtype=np.int64)
+    outer_off = np.concatenate([[0], np.cumsum(frames)]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(outer_off, pa.int32()), inner)
+
+
+class SubmissionWriter:
+    """Streams ``(id, heatmap)`` rows into one Parquet file; written to ``path.tmp`` and renamed on ``close()``."""
+
+    def __init__(self, path: str | Path, metadata: dict | None = None, rows_per_group: int = 64, dtype: str = "float32"):
+        self.path = Path(path)
+        self.tmp = self.path.with_name(self.path.name + ".tmp")
+        self.dtype = dtype
+        self.schema = submission_schema(metadata, dtype)
+        self.rows_per_group = rows_per_group
+        self._ids: list[str] = []
+        self._maps: list[np.ndarray] = []
+        self.rows = 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self.tmp, self.schema, compression="zstd")
+
+    def write(self, id: str, heatmap: np.ndarray) -> None:
+        self._ids.append(str(id))
+        self._maps.append(np.asarray(heatmap))
+        if len(self._ids) >= self.rows_per_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._ids:
+            table = pa.Table.from_arrays(
+                [pa.array(self._ids, pa.string()), heatmaps_to_arrow(self._maps, self.dtype)], schema=self.schema
+            )
+            self._writer.write_table(table)
+            self.rows += len(self._ids)
+            self._ids, self._maps = [], []
+
+    def close(self) -> Path:
+        self._flush()
+        self._writer.close()
+        os.replace(self.tmp, self.path)
+        return self.path
+
+    def __enter__(self) -> "SubmissionWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self._writer.close()
+            self.tmp.unlink(missing_ok=True)
+
+
+def write_submission(path: str | Path, ids: Iterable[str], heatmaps: Iterable[np.ndarray], metadata: dict | None = None) -> Path:
+    """Write a submission file: one row per ``(id, heatmap)``, ``metadata`` as JSON under ``b"vocmask"``."""
+    with SubmissionWriter(path, metadata) as w:
+        for i, h in zip(ids, heatmaps, strict=True):
+            w.write(i, h)
+    return Path(path)
+
+
+# ----------------------------------------------------------------------------------------------- reading
+
+
+def _offsets(arr: pa.Array) -> np.ndarray:
+    """Absolute offsets (n + 1) of a list-like array into its ``.values``."""
+    if pa.types.is_fixed_size_list(arr.type):
+        size = arr.type.list_size
+        return (arr.offset + np.arange(len(arr) + 1, dtype=np.int64)) * size
+    return np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
+
+
+def decode_2d(arr: pa.Array) -> list[tuple[np.ndarray | None, str | None]]:
+    """Rows of a 2-D nested list (or Array2D) array as ``(array, None)``, or ``(None, problem)`` for null/ragged rows.
+
+    Rectangular rows are zero-copy views into the Arrow buffer."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if isinstance(arr.type, pa.ExtensionType):
+        arr = arr.storage
+    nulls = arr.is_null().to_numpy(zero_copy_only=False)
+    outer = _offsets(arr)
+    inner_arr = arr.values
+    inner = _offsets(inner_arr)
+    flat = inner_arr.values.to_numpy(zero_copy_only=False)
+    widths = np.diff(inner)
+    out: list[tuple[np.ndarray | None, str | None]] = []
+    for i in range(len(arr)):
+        if nulls[i]:
+            out.append((None, "null"))
+            continue
+        a, b = outer[i], outer[i + 1]
+        if a == b:
+            out.append((flat[:0].reshape(0, 0), None))
+            continue
+        w = widths[a:b]
+        if w.min() != w.max():
+            out.append((None, f"ragged: rows of {w.min()} to {w.max()} values"))
+            continue
+        out.append((flat[inner[a] : inner[b]].reshape(b - a, int(w[0])), None))
+    return out
+
+
+def iter_file_heatmaps(pf: pq.ParquetFile, batch_rows: int = 256) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """``(id, heatmap, problem)`` for every row of one open Parquet file, one record batch at a time."""
+    for batch in pf.iter_batches(batch_size=batch_rows, columns=["id", "heatmap"]):
+        ids = batch.column(0).to_pylist()
+        for i, (h, problem) in zip(ids, decode_2d(batch.column(1))):
+            yield i, h, problem
+
+
+def iter_heatmaps(files: Sequence[str | Path], batch_rows: int = 256) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
+    """``(id, heatmap, problem)`` for every row of the files, in order (bounded memory, no validation)."""
+    for f in files:
+        yield from iter_file_heatmaps(pq.ParquetFile(f), batch_rows)
+
+
+def file_metadata(path: str | Path) -> dict | None:
+    """The JSON method metadata of one submission file, or ``None`` when it has none (raises on invalid JSON)."""
+    meta = pq.ParquetFile(path).schema_arrow.metadata or {}
+    if META_KEY not in meta:
+        return None
+    value = json.loads(meta[META_KEY])
+    return value if isinstance(value, dict) else {"metadata": value}

@@ -1,0 +1,127 @@
+"""`benchmark run` on the demo dataset: every planned method explained and scored, Table 1 printed, resumable."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from benchmark.cli import main
+
+LIMIT = 3
+
+
+@pytest.fixture(scope="module")
+def detector(demo_ds, tmp_path_factory):
+    from test_detector import trained_detector  # session-cached: trained once for every test file
+
+    return trained_detector(tmp_path_factory, demo_ds)
+
+
+@pytest.fixture(scope="module")
+def segdiff_ckpt(demo_ds, tmp_path_factory):
+    """A SpecSegDiff checkpoint trained 2 steps on demo_ds (mechanics only)."""
+    from training.segdiff.config import ModelConfig, SegDiffConfig, TrainConfig
+    from training.segdiff.train import train
+
+    # 3 levels and a 32-frame crop keep the mid-block attention small (~500 tokens): inference in seconds
+    mc = ModelConfig(width=8, channel_mult=(1, 2, 2), num_res_blocks=1, attention_levels=(), groups=4, heads=2,
+                     rrdb_blocks=1, rrdb_width=8, rrdb_growth=4)
+    tc = TrainConfig(crop_frames=32, batch_size=2, steps=2, val_every=10**6, ckpt_every=10**6)
+    out = tmp_path_factory.mktemp("segdiff") / "spec"
+    with _one_thread():
+        train(SegDiffConfig(model=mc, train=tc), demo_ds, out, dev_split=None, progress=False, log=lambda *_: None)
+    return out
+
+
+class _one_thread:
+    def __enter__(self):
+        self.old = torch.get_num_threads()
+        torch.set_num_threads(1)
+
+    def __exit__(self, *exc):
+        torch.set_num_threads(self.old)
+
+
+def _table_rows(text: str) -> dict[str, list[str]]:
+    rows = {}
+    for line in text.splitlines():
+        if "|" in line and not line.startswith("Method"):
+            left, right = line.split("|")
+            cells = left.split()
+            vals = cells[-5:] + right.split()
+            rows[" ".join(cells[:-5]).removesuffix(" *")] = vals
+    return rows
+
+
+def test_run_table_resume_and_leaderboard(demo_ds, detector, segdiff_ckpt, tmp_path, capsys):
+    out = tmp_path / "results"
+    args = ["run", "--dataset", str(demo_ds), "--detector", str(detector), "--segdiff", str(segdiff_ckpt),
+            "--methods", "gradcam", "specsegdiff", "--limit", str(LIMIT), "--out", str(out), "--bootstrap", "50",
+            "--segdiff-samples", "2", "--ddim-steps", "2", "--threads", "1", "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "GDice" in printed and "Fid-In" in printed and "Note: percent" in printed
+    rows = _table_rows(printed)
+    assert list(rows) == ["Grad-CAM", "SpecSegDiff", "chance: uniform random", "chance: smoothed random", "chance: spoof energy"]
+
+    files = sorted(p.name for p in out.glob("*.json"))
+    assert files == ["chance_smoothed_random.json", "chance_spoof_energy.json", "chance_uniform_random.json",
+                     "gradcam.json", "specsegdiff.json"]
+    results = {json.loads(p.read_text())["name"]: json.loads(p.read_text()) for p in out.glob("*.json")}
+    for name, r in results.items():
+        assert r["n_utterances"] == LIMIT and r["run"]["limit"] == LIMIT
+        o = r["overall"]
+        for m in ("GDice", "F1", "IoU", "FBound", "SSIM", "AI", "AD", "AG", "FidIn"):
+            assert 0.0 <= o[m]["mean"] <= 100.0, (name, m)
+        # the printed table shows exactly the JSON means
+        shown = rows[name]
+        assert shown == [f"{o[m]['mean']:.1f}" for m in ("GDice", "F1", "IoU", "FBound", "SSIM", "AI", "AD", "AG", "FidIn")]
+    assert results["chance: uniform random"]["kind"] == "chance" and results["Grad-CAM"]["kind"] == "xai"
+    assert results["SpecSegDiff"]["method"]["method"] == "specsegdiff"
+    # Grad-CAM is time-only: constant over frequency, so its binarised map is whole frames
+    import pyarrow.parquet as pq
+
+    heat = np.asarray(pq.read_table(out / "submissions" / "gradcam.parquet").column("heatmap")[0].as_py())
+    assert heat.shape[1] == 257 and np.allclose(heat, heat[:, :1])
+
+    # resumable: a second run computes nothing (files untouched) and prints the same table
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")}
+    assert main(args) == 0
+    again = capsys.readouterr()
+    assert _table_rows(again.out) == rows and again.err.count("skipped") == 5
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.json")} == stamps
+
+    # another --limit on the same folder is refused with a one-line message, not silently mixed
+    bad = list(args)
+    bad[bad.index("--limit") + 1] = "2"
+    assert main(bad) == 2
+    assert "other settings" in capsys.readouterr().err
+
+    # the results folder is a leaderboard folder: the chance rows are recognised, not recomputed
+    assert main(["leaderboard", str(out), "--format", "csv"]) == 0
+    csv_rows = capsys.readouterr().out.strip().splitlines()
+    assert len(csv_rows) == 1 + 5
+
+
+def test_run_without_detector_has_no_faithfulness(demo_ds, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["run", "--dataset", str(demo_ds), "--limit", "2", "--out", str(out), "--bootstrap", "20", "--no-progress"]) == 0
+    cap = capsys.readouterr()
+    rows = _table_rows(cap.out)
+    assert list(rows) == ["chance: uniform random", "chance: smoothed random", "chance: spoof energy"]
+    assert all(v[5:] == ["-"] * 4 for v in rows.values())
+    assert "no --detector" in cap.out
+
+
+def test_run_input_errors(demo_ds, tmp_path, capsys):
+    base = ["run", "--dataset", str(demo_ds), "--out", str(tmp_path / "r"), "--no-progress"]
+    assert main(base + ["--methods", "gradcam"]) == 2
+    assert "--detector" in capsys.readouterr().err
+    assert main(base + ["--methods", "nosuch"]) == 2
+    assert "unknown method" in capsys.readouterr().err
+    assert main(base + ["--methods", "specsegdiff"]) == 2
+    assert "--segdiff" in capsys.readouterr().err
+    assert main(base + ["--segdiff", str(tmp_path / "missing")]) == 2
+    assert "not a SegDiff checkpoint" in capsys.readouterr().err
