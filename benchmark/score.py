@@ -138,12 +138,13 @@ class Scored:
 
 
 def _score_chunk(items: list[tuple[np.ndarray, np.ndarray]]) -> list[tuple[dict[str, float], np.ndarray]]:
-    """Metrics and packed binarised map of each ``(heatmap, mask)``; runs in worker processes too."""
-    out = []
-    for h, m in items:
-        scores, pred = utterance_scores(h, m)
-        out.append((scores, np.packbits(pred)))
-    return out
+    """Metrics and packed binarised map of each ``(heatmap, mask)``, vectorised over the chunk
+    (:func:`batch.score_batch`, equal to :func:`utterance_scores` one by one); runs in worker processes too."""
+    from .batch import score_batch
+
+    values, preds = score_batch(items)
+    names = list(values)
+    return [({m: float(values[m][k]) for m in names}, np.packbits(preds[k])) for k in range(len(items))]
 
 
 def score_stream(
@@ -152,7 +153,7 @@ def score_stream(
     log: ProblemLog,
     keep_binary: bool = False,
     workers: int = 1,
-    chunk: int = 32,
+    chunk: int = 64,
 ) -> Scored:
     """Check and score every ``(id, heatmap, problem)``; after the first error only checking continues.
 

@@ -1,10 +1,12 @@
 """Scoring throughput: utterances per second of `benchmark score` on a synthetic submission, vs just reading it.
 
-    .venv/bin/python perf/score.py [--n 10000] [--frames 100] [--workers 2] [--workdir DIR [--reuse]]
+    .venv/bin/python perf/score.py [--n 10000] [--frames 100] [--workers 2] [--workdir DIR [--reuse]] [--no-reference]
 
 Writes a synthetic dataset (random 5%-density masks, no audio) and a uniform-random float32
-submission, then times (1) reading every heatmap into numpy and (2) the full validate + score +
-bootstrap pipeline (no detector), in one run on the same files.
+submission, then times, in one run on the same files: (1) reading every heatmap into numpy,
+(2) reading + the per-utterance reference metrics (``score.utterance_scores`` one by one, the
+pre-vectorisation path), (3) the full validate + vectorised score + bootstrap pipeline (no
+detector), in one process and with ``--workers`` processes.
 """
 from __future__ import annotations
 
@@ -23,9 +25,10 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2, help="scoring processes for the second timed run")
     ap.add_argument("--reuse", action="store_true", help="reuse files already in --workdir")
     ap.add_argument("--workdir", help="where to write the files (default: a temporary folder)")
+    ap.add_argument("--no-reference", action="store_true", help="skip timing the per-utterance reference metrics")
     a = ap.parse_args()
 
-    from benchmark.score import load_truth, score_submission
+    from benchmark.score import load_truth, score_submission, utterance_scores
     from benchmark.submission import SubmissionWriter, iter_heatmaps, submission_files
     from benchmark.synthetic import write_dataset
 
@@ -52,6 +55,14 @@ def main() -> None:
         total += float(h[0, 0])  # touch each heatmap so nothing is skipped
     read_s = time.perf_counter() - t0
 
+    ref_s = None
+    if not a.no_reference:
+        t0 = time.perf_counter()
+        ref_iou = {}
+        for i, h, _ in iter_heatmaps(submission_files(sub)):
+            ref_iou[i] = utterance_scores(h, truth.masks[i])[0]["IoU"]
+        ref_s = time.perf_counter() - t0
+
     t0 = time.perf_counter()
     result = score_submission(sub, ds, "test", truth=truth)
     score_s = time.perf_counter() - t0
@@ -61,7 +72,13 @@ def main() -> None:
     score_w = time.perf_counter() - t0
     assert result_w["overall"] == result["overall"], "worker pool changed the results"
 
+    if ref_s is not None:
+        ref_mean = sum(ref_iou.values()) / len(ref_iou)
+        assert abs(ref_mean - result["overall"]["IoU"]["mean"]) < 1e-9, "vectorised and reference IoU differ"
     print(f"read only : {read_s:7.2f} s  {n / read_s:9.0f} utterances/s")
+    if ref_s is not None:
+        print(f"reference : {ref_s:7.2f} s  {n / ref_s:9.0f} utterances/s  ({ref_s / read_s:.1f}x the read time), "
+              "read + per-utterance metrics, no validation or bootstrap")
     print(f"full score: {score_s:7.2f} s  {n / score_s:9.0f} utterances/s  ({score_s / read_s:.1f}x the read time), 1 process")
     print(f"full score: {score_w:7.2f} s  {n / score_w:9.0f} utterances/s  ({score_w / read_s:.1f}x the read time), "
           f"{a.workers} worker processes (identical results)")

@@ -125,3 +125,33 @@ def test_run_input_errors(demo_ds, tmp_path, capsys):
     assert "--segdiff" in capsys.readouterr().err
     assert main(base + ["--segdiff", str(tmp_path / "missing")]) == 2
     assert "not a SegDiff checkpoint" in capsys.readouterr().err
+
+
+def test_vectorised_scoring_equals_per_utterance_reference():
+    """benchmark.batch.score_batch (stacked, vectorised) == score.utterance_scores one by one, on awkward maps:
+    odd lengths, maps below the SSIM window, narrow widths, ties, constant heatmaps, empty and full masks."""
+    from scipy import ndimage
+
+    from benchmark.batch import score_batch
+    from benchmark.score import utterance_scores
+
+    rng = np.random.default_rng(0)
+    items = []
+    for k in range(40):
+        f, w = int(rng.integers(1, 90)), (257, 257, 20, 9)[k % 4]
+        h = [rng.random((f, w), dtype=np.float32), ndimage.gaussian_filter(rng.random((f, w)), 2),
+             np.zeros((f, w), np.float32), np.round(rng.random((f, w)) * 3) - 1, rng.standard_normal((f, w)).astype(np.float16)][k % 5]
+        t = [ndimage.gaussian_filter(rng.random((f, w)), 1.5) > 0.6, np.zeros((f, w), bool), rng.random((f, w)) < 0.05][k % 3]
+        if k == 7:
+            t = np.ones((f, w), bool)
+        items.append((h, t))
+    values, preds = score_batch(items)
+    for k, (h, t) in enumerate(items):
+        ref, pred = utterance_scores(h, t)
+        assert np.array_equal(pred, preds[k]), k
+        for m, v in ref.items():
+            tol = 1e-4 if m == "SSIM" else 1e-9  # SSIM filters run in float32 in the vectorised path
+            if np.isnan(v):
+                assert np.isnan(values[m][k]), (k, m)
+            else:
+                assert values[m][k] == pytest.approx(v, abs=tol), (k, m, v, values[m][k])

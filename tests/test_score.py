@@ -129,9 +129,10 @@ def test_bad_detector_path_is_a_clear_error(ds, rows, tmp_path, capsys):
     assert rc == 2 and "nope" in err and "Traceback" not in err
 
 
-def test_run_is_not_available_yet(capsys):
+def test_run_on_a_missing_dataset_is_a_one_line_error(capsys):
     assert main(["run", "--dataset", "x"]) == 2
-    assert "not available yet" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no shards" in err and len(err.strip().splitlines()) == 1
 
 
 def test_demo_dataset_random_submission_scores_at_chance(demo_ds, tmp_path, capsys):

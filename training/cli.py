@@ -13,7 +13,7 @@ from typing import Callable
 SUBCOMMANDS: dict[str, str] = {
     "detector": "training.detector.commands:DETECTOR",
     "evaluate": "training.detector.commands:EVALUATE",
-    # "segdiff": "training.segdiff.commands:SEGDIFF",  (added by the SegDiff package)
+    "segdiff": "training.segdiff.commands:SEGDIFF",
 }
 
 
