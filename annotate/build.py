@@ -274,12 +274,13 @@ def parallel_backend(backend: str | None, workers: int, scheduler: str | None = 
         except ImportError:
             raise BuildError("--backend dask needs dask.distributed: pip install 'vocmask[cluster]'") from None
         with ExitStack() as stack:
+            # joblib's dask backend uses the active (default) client, so entering it is enough
             if scheduler:
-                client = stack.enter_context(Client(scheduler))
+                stack.enter_context(Client(scheduler))
             else:
                 cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
                                                            dashboard_address=None))
-                client = stack.enter_context(Client(cluster))
+                stack.enter_context(Client(cluster))
             with parallel_config(backend="dask", n_jobs=-1 if scheduler else workers):
                 yield "generator_unordered"
         return

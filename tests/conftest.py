@@ -21,6 +21,17 @@ def _isolated_cache(tmp_path_factory):
         os.environ["VOCMASK_CACHE"] = old
 
 
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    """Small models run far faster single-threaded on a shared 2-core CPU; restored after each test."""
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory) -> Path:
     """24 real utterances x 3 vocoders at 24 kHz, with truth.json holding the true offsets."""

@@ -21,14 +21,6 @@ from baselines.attnlrp import Ledger, LRPConfig, LRPMode, attnlrp, frozen
 TOL = 1e-4
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def _zero_biases(model: nn.Module) -> nn.Module:
     with torch.no_grad():
         for name, p in model.named_parameters():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from annotate.audio import encode_flac
 from annotate.dataset import iter_rows
@@ -20,14 +19,6 @@ from test_rawwrapper import tiny_detector
 
 ALL = DETECTOR_METHODS + ("random", "smoothed-random", "energy")
 SMALL_SHAP = ShapConfig(n_references=4, n_samples=4, chunk=2)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
 
 
 @pytest.fixture(scope="module")

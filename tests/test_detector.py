@@ -16,15 +16,6 @@ from training.detector.evaluate import eer
 TRAIN_STEPS = 120  # batch 8, lr 5e-4: about a minute on one busy core
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small convolutions run far faster single-threaded on a shared CPU."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def trained_detector(tmp_path_factory, demo_ds: Path) -> Path:
     """The small detector trained on demo_ds's train split, shared by test files in one session: training
     resumes from its own checkpoint, so a second caller finds it finished and returns at once."""

@@ -13,14 +13,6 @@ from annotate.spectral import DEFAULT_STFT
 from baselines.rawwrapper import RawWrapper, make_windows, spectrogram
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def tiny_detector(seed: int = 0, crop: int = 8000):
     """A randomly initialised Wav2Vec2-AASIST, small enough for unit tests (BN statistics moved off init)."""
     from training.detector import Wav2Vec2AASIST, preset

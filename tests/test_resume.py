@@ -5,9 +5,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import replace
 
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
