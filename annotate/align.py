@@ -118,6 +118,13 @@ def dtw_frame_offset(fr: np.ndarray, fs: np.ndarray, window: int) -> float:
     return float(np.median(core[:, 1] - core[:, 0]))
 
 
+def _rfft_magnitude(frames, win):
+    """|rfft(frames * win)|: torch's FFT (~10x numpy's here), numpy's complex abs (~10x torch's)."""
+    import torch
+
+    return np.abs(torch.fft.rfft(torch.from_numpy(frames) * win).numpy())
+
+
 def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: STFTConfig, cfg: AlignConfig) -> int:
     """Sample shift near ``coarse`` minimising the mean |log|S_spoof| - log|S_real|| (log floored at
     ``refine_floor_db`` re the real's peak bin) over frames spread evenly across the overlap.
@@ -126,25 +133,27 @@ def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: ST
     ± one step of the previous best with more frames (a quarter, a half, then all ``refine_frames``):
     the distance is smooth over a few ms, so the coarse levels only need to find its basin.
     """
+    import torch
+
     n_fft, hop = cfg.refine_n_fft or stft_cfg.n_fft, stft_cfg.hop_length
     radius = int(round(cfg.refine_hops * hop))
-    win = np.hanning(n_fft + 1)[:-1].astype(np.float32)
     # real frame starts (uncentred) such that every candidate spoof frame lies inside the spoof
     lo = max(0, radius - coarse)
     hi = min(len(real), len(spoof) - (coarse + radius)) - n_fft
     if hi <= lo:
         return coarse
     starts = np.unique(np.linspace(lo, hi, num=min(cfg.refine_frames, hi - lo + 1)).astype(np.int64))
-    frames_r = np.lib.stride_tricks.sliding_window_view(real, n_fft)
-    frames_s = np.lib.stride_tricks.sliding_window_view(spoof, n_fft)
-    ref_mag = np.abs(np.fft.rfft(frames_r[starts] * win, axis=-1))
-    floor = max(float(ref_mag.max()), 1e-8) * 10 ** (cfg.refine_floor_db / 20)
+    win = torch.hann_window(n_fft, periodic=True)
+    frames_r = np.lib.stride_tricks.sliding_window_view(np.asarray(real, dtype=np.float32), n_fft)
+    frames_s = np.lib.stride_tricks.sliding_window_view(np.asarray(spoof, dtype=np.float32), n_fft)
+    ref_mag = _rfft_magnitude(frames_r[starts], win)
+    floor = np.float32(max(float(ref_mag.max()), 1e-8) * 10 ** (cfg.refine_floor_db / 20))
     ref = np.log(ref_mag + floor)
 
     def cost(shifts: np.ndarray, every: int) -> np.ndarray:
         st, rf = starts[::every], ref[::every]
-        segs = frames_s[(st[None, :] + shifts[:, None]).reshape(-1)] * win
-        spec = np.log(np.abs(np.fft.rfft(segs, axis=-1)) + floor).reshape(len(shifts), len(st), -1)
+        segs = frames_s[(st[None, :] + shifts[:, None]).reshape(-1)]
+        spec = np.log(_rfft_magnitude(segs, win) + floor).reshape(len(shifts), len(st), -1)
         return np.abs(spec - rf[None]).mean(axis=(1, 2))
 
     best, lo_s, hi_s = coarse, coarse - radius, coarse + radius

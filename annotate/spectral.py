@@ -10,7 +10,6 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 
 import numpy as np
-from scipy import ndimage
 
 LOG_FLOOR = 1e-8  # magnitudes are clamped here before the log, so exp(log_magnitude) == |S| above it
 
@@ -81,6 +80,10 @@ def stft(x, cfg: STFTConfig = DEFAULT_STFT):
     """Complex STFT, time-first: ``(..., frames, n_freq)``. numpy in -> numpy out (complex64)."""
     torch = _torch()
     is_np = isinstance(x, np.ndarray)
+    if is_np and x.ndim > 1 and x.shape[0] > 1 and x.size // x.shape[-1] > 1:
+        # one call per signal: torch's batched CPU FFT is up to 10x slower per signal here
+        flat = x.reshape(-1, x.shape[-1])
+        return np.stack([stft(row, cfg) for row in flat]).reshape(*x.shape[:-1], cfg.n_frames(x.shape[-1]), cfg.n_freq)
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if is_np else x
     win = _window(cfg, str(t.dtype).removeprefix("torch.")).to(t.device)
     lead = t.shape[:-1]
@@ -96,6 +99,21 @@ def stft(x, cfg: STFTConfig = DEFAULT_STFT):
     )  # (B, F, T)
     spec = spec.transpose(-1, -2).contiguous().reshape(*lead, spec.shape[-1], spec.shape[-2])
     return spec.numpy() if is_np else spec
+
+
+def stft_of_prefix(spec: np.ndarray, x: np.ndarray, length: int, cfg: STFTConfig = DEFAULT_STFT) -> np.ndarray:
+    """``stft(x[:length])`` given ``spec = stft(x)``: frames clear of the new end are reused, only the last
+    few (those that reach the end's reflect padding) are computed. Saves one STFT per aligned pair."""
+    if not cfg.center or length >= len(x):
+        return spec if length == len(x) else stft(x[:length], cfg)
+    half, hop = cfg.n_fft // 2, cfg.hop_length
+    keep = (length - half) // hop + 1  # frames 0..keep-1 only see samples below ``length``
+    lead = -(-half // hop)  # leading frames of a segment that see its start padding
+    start = (keep - lead) * hop
+    if keep < lead or start < 0 or keep > len(spec):
+        return stft(x[:length], cfg)
+    tail = stft(x[start:length], cfg)[lead:]
+    return np.concatenate([spec[:keep], tail])
 
 
 def istft(spec, length: int, cfg: STFTConfig = DEFAULT_STFT):
@@ -137,27 +155,91 @@ def gaussian_kernel(size: int, variance: float) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
+def _convolve_nearest(x: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
+    """Centred 1-D convolution (symmetric kernel) along ``axis`` with edge values repeated, in x's dtype.
+
+    Shifted multiply-adds in float32: ~1.5x faster than scipy.ndimage for these short kernels.
+    """
+    r = len(kernel) // 2
+    n = x.shape[axis]
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (r, r)
+    xp = np.pad(x, pad, mode="edge")
+    sl = [slice(None)] * x.ndim
+
+    def shifted(i: int) -> np.ndarray:
+        sl[axis] = slice(i, i + n)
+        return xp[tuple(sl)]
+
+    out = shifted(0) * kernel[0]
+    for i in range(1, len(kernel)):
+        out += shifted(i) * kernel[i]
+    return out
+
+
 def smooth(mag: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
-    """G(M): the separable Gaussian of Eq. 2 applied to a time-first magnitude spectrogram."""
-    out = ndimage.convolve1d(mag, gaussian_kernel(cfg.time_size, cfg.time_var), axis=0, mode="nearest")
-    return ndimage.convolve1d(out, gaussian_kernel(cfg.freq_size, cfg.freq_var), axis=1, mode="nearest")
+    """G(M): the separable Gaussian of Eq. 2 on time-first spectrograms ``(..., frames, freq)``, edges
+    extended by their nearest value; float32 in and out (float64 input stays float64)."""
+    x = np.asarray(mag)
+    if x.dtype != np.float64:
+        x = x.astype(np.float32, copy=False)
+    kt = gaussian_kernel(cfg.time_size, cfg.time_var).astype(x.dtype)
+    kf = gaussian_kernel(cfg.freq_size, cfg.freq_var).astype(x.dtype)
+    return _convolve_nearest(_convolve_nearest(x, kt, x.ndim - 2), kf, x.ndim - 1)
 
 
 def relative_difference(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
     """D of Eq. 2: the smoothed absolute difference normalised by the smoothed real magnitude."""
     if mag_spoof.shape != mag_real.shape:
         raise ValueError(f"spectrogram shapes differ: spoof {mag_spoof.shape} vs real {mag_real.shape}")
-    gs = smooth(np.asarray(mag_spoof, dtype=np.float32), cfg)
-    gb = smooth(np.asarray(mag_real, dtype=np.float32), cfg)
-    return np.abs(gs - gb) / (np.abs(gb) + cfg.eps)
+    gs, gb = smooth(np.stack([mag_spoof, mag_real]).astype(np.float32, copy=False), cfg)
+    d = np.abs(gs - gb)
+    d /= np.abs(gb) + np.float32(cfg.eps)
+    return d
+
+
+def quantile(d: np.ndarray, q: float) -> float:
+    """``np.quantile(d, q)`` (linear interpolation), bit for bit, without partitioning all of ``d``.
+
+    The two order statistics around q·(n-1) are bracketed from a strided sample, only the values inside
+    the bracket are partitioned (checked by counting; a miss falls back to the full partition).
+    """
+    flat = np.ravel(d)
+    n = flat.size
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {q}")
+    if n == 0:
+        raise ValueError("quantile of an empty array")
+    pos = (n - 1) * q
+    k = int(np.floor(pos))
+    k2 = min(k + 1, n - 1)
+    gamma = pos - k
+    lo = hi = None
+    if n >= 4096 and not np.isnan(flat).any():
+        sample = flat[:: max(1, n // 2048)]
+        m = len(sample)
+        a = max(0, int(k / n * m) - 2 * int(np.sqrt(m)) - 2)
+        b = min(m - 1, int(k2 / n * m) + 2 * int(np.sqrt(m)) + 2)
+        part = np.partition(sample, (a, b))
+        lo_v, hi_v = part[a], part[b]
+        below = int(np.count_nonzero(flat < lo_v))
+        inside = flat[(flat >= lo_v) & (flat <= hi_v)]
+        if below <= k and k2 < below + len(inside):
+            vals = np.partition(inside, (k - below, k2 - below))
+            lo, hi = vals[k - below], vals[k2 - below]
+    if lo is None:
+        vals = np.partition(flat, (k, k2))
+        lo, hi = vals[k], vals[k2]
+    # numpy's own interpolation on the two order statistics reproduces np.quantile exactly
+    return np.quantile(np.array([lo, hi], dtype=flat.dtype), gamma)
 
 
 def threshold(d: np.ndarray, q: float = DEFAULT_MASK.quantile) -> np.ndarray:
     """Binary mask of the values strictly above the per-utterance ``q`` quantile."""
-    return (d > np.quantile(d, q)).astype(np.uint8)
+    return (d > quantile(d, q)).astype(np.uint8)
 
 
 def artifact_mask(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> tuple[np.ndarray, np.ndarray]:
     """Eq. 2 end to end: returns ``(mask uint8, D float32)``, both time-first like the inputs."""
     d = relative_difference(mag_spoof, mag_real, cfg)
-    return threshold(d, cfg.quantile), d.astype(np.float32)
+    return threshold(d, cfg.quantile), d.astype(np.float32, copy=False)

@@ -67,3 +67,54 @@ def test_difference_is_relative_to_the_real_magnitude():
 def test_shapes_must_match():
     with pytest.raises(ValueError, match="shapes differ"):
         relative_difference(np.ones((5, 257)), np.ones((6, 257)))
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 4095, 4096, 106141])
+def test_fast_quantile_is_numpy_quantile_bit_for_bit(n):
+    from annotate.spectral import quantile
+
+    rng = np.random.default_rng(n)
+    for x in (rng.standard_normal(n).astype(np.float32), rng.exponential(size=n).astype(np.float32) ** 3,
+              np.round(rng.standard_normal(n) * 2).astype(np.float32)):  # heavy ties
+        for q in (0.0, 0.01, 0.5, 0.95, 0.999, 1.0):
+            a, b = quantile(x, q), np.quantile(x, q)
+            assert a == b and np.asarray(a).dtype == np.asarray(b).dtype
+
+
+def test_smoothing_matches_scipy_ndimage():
+    from scipy import ndimage
+
+    from annotate.spectral import smooth
+
+    cfg = MaskConfig()
+    m = np.abs(np.random.default_rng(5).standard_normal((2, 101, 257))).astype(np.float32)
+    ref = ndimage.convolve1d(ndimage.convolve1d(m.astype(np.float64), gaussian_kernel(3, 3.0), axis=1, mode="nearest"),
+                             gaussian_kernel(11, 5.0), axis=2, mode="nearest")
+    out = smooth(m, cfg)
+    assert out.dtype == np.float32 and out.shape == m.shape
+    np.testing.assert_allclose(out, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_spectrogram_of_a_prefix_reuses_frames_exactly():
+    from annotate.spectral import stft_of_prefix
+
+    rng = np.random.default_rng(6)
+    for _ in range(40):
+        n = int(rng.integers(2100, 40000))
+        x = rng.standard_normal(n).astype(np.float32)
+        length = int(rng.integers(1100, n + 1))
+        np.testing.assert_array_equal(stft_of_prefix(stft(x), x, length), stft(x[:length]))
+
+
+def test_flac_quantisation_matches_libsndfile():
+    import io
+
+    import soundfile as sf
+
+    from annotate.audio import encode_flac
+
+    x = (np.random.default_rng(7).standard_normal(5000) * 0.4).astype(np.float32)
+    x[:6] = [0.5 / 32768, 1.5 / 32768, -0.5 / 32768, 1.0, -1.0, 1.7]
+    ref = io.BytesIO()
+    sf.write(ref, np.clip(x, -1, 1), 16000, format="FLAC", subtype="PCM_16")  # libsndfile's own float path
+    assert encode_flac(x, 16000) == ref.getvalue()
