@@ -8,17 +8,31 @@ of one op, never its forward value (``_exact`` keeps the forward bit-identical):
 - ``linear`` (``F.linear``): ε-rule; ``conv1d``: γ-rule with γ=10; ``conv2d``: γ-rule with γ=0.1
   (DESIGN §6: γ=10 on 1-D convolutions, 0.1 on the other layers; every γ is an option, γ=0 = ε-rule).
   The generalised γ-rule favours the contributions x_j w_jk whose sign matches z_k.
-- softmax: R_i = x_i (R_i - s_i ΣR) — which is exactly the plain softmax gradient times its input.
+- softmax (``softmax_rule="attnlrp"``): R_i = x_i (R_i - s_i ΣR), the paper's Proposition 3.1 — a Taylor
+  decomposition at x whose constant term keeps the rest (the paper and its `lxt` code leave it
+  undistributed: "conservation ... excluding bias terms"); equal to the plain softmax gradient times x.
+  ``"constant"`` = CP-LRP (Ali et al. 2022): attention weights held fixed, conservative.
 - products of two input-dependent tensors (``*``, ``@``, ``bmm``, the matmuls inside
   ``scaled_dot_product_attention``): relevance split 50/50 between the operands.
 - LayerNorm / GroupNorm (and any division by an input-dependent tensor, ``std``/``var``): the
-  standard deviation is held constant; BatchNorm (eval) is affine: its shift absorbs relevance.
+  standard deviation is held constant; BatchNorm (eval) is affine.
 - element-wise activations (GELU, SELU, tanh, sigmoid, ...): identity rule, R_in = R_out.
 - max / max-pool / top-k / abs / gather / sums / reshapes: plain gradient (exactly conservative).
 
-Relevance that a rule does not pass on (bias terms, constant additions, the ε stabiliser, the
-softmax's Taylor remainder) is booked per kind in a ledger, so
-``sum(input relevance) + sum(ledger) == explained output`` checks every other rule for conservation.
+Constants added to input-dependent values (linear/conv biases, norm and BatchNorm shifts, added tables):
+``bias="absorb"`` (default, as in the paper and `lxt`): they keep their share, z = z_x + b keeps b/z · R(z).
+``bias="ignore"`` (zennit's ``zero_params=['bias']``): left out of every denominator, so a layer passes
+all its relevance on (ε aside). Measured on the small detector (15 demo test utterances, 60 windows,
+random init and trained): "ignore" is conservative in exact arithmetic but not in float32 — where a shift dominates
+(z_x ≈ 0, b ≠ 0; BatchNorm after training, HS-GAL layers) the ratio z / z_x reaches 1e6+ and Σ|R| grows
+to 1e9-1e10 × |logit| with cancelling signs; the AttnLRP softmax remainder alone is 1.4-3.7 × |logit|
+(median over windows). So the strict form Σ R_in = logit does not hold for this detector under AttnLRP;
+what holds exactly is the ledger identity below, and the strict form holds for attention-free nets with
+``bias="ignore"`` (tests).
+
+Relevance that a rule does not pass on (biases, shifts, constants, the ε stabiliser, the softmax's
+Taylor remainder) is booked per kind in a ledger, so ``sum(input relevance) + sum(ledger) == output``
+checks every other rule for conservation.
 """
 from __future__ import annotations
 
@@ -35,18 +49,30 @@ from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_flatten
 
 
+BIAS_MODES = ("absorb", "ignore")
+
+
 @dataclass(frozen=True)
 class LRPConfig:
     """Rule settings. The ``*_rule`` switches exist to show what breaks: ``"gradient"`` = plain autograd."""
 
-    eps: float = 1e-6  # ε stabiliser of every linear / convolution rule
+    bias: str = "absorb"  # "absorb": biases / shifts / added constants keep their share | "ignore": zennit zero_params
+    eps: float = 1e-6  # ε stabiliser of every linear / convolution / shift rule
     gamma_conv1d: float = 10.0
     gamma_conv2d: float = 0.1
     gamma_linear: float = 0.0  # 0 = ε-rule on linear layers (DESIGN §6)
+    softmax_rule: str = "attnlrp"  # "attnlrp" (x (R - s ΣR), its remainder absorbed) | "constant" (CP-LRP: weights held fixed)
     matmul_rule: str = "uniform"  # "uniform" (AttnLRP 50/50) | "gradient" (double counts)
     norm_rule: str = "constant_std"  # "constant_std" | "gradient" (scale-invariant: relevance vanishes)
     act_rule: str = "identity"  # "identity" | "gradient" (x f'(x) instead of f(x))
     check_forward: bool = True  # the hooked forward must reproduce the model's output
+
+    def __post_init__(self):
+        for name, allowed in (("bias", BIAS_MODES), ("matmul_rule", ("uniform", "gradient")),
+                              ("softmax_rule", ("attnlrp", "constant")),
+                              ("norm_rule", ("constant_std", "gradient")), ("act_rule", ("identity", "gradient"))):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"LRPConfig.{name}={getattr(self, name)!r}: choose one of {', '.join(allowed)}")
 
     def to_dict(self) -> dict:
         from dataclasses import asdict
@@ -115,6 +141,7 @@ ACTIVATIONS = {
     F.gelu, F.selu, torch.selu, F.elu, F.relu, torch.relu, T.relu, F.silu, F.softplus, F.leaky_relu, F.mish,
     torch.tanh, T.tanh, F.tanh, torch.sigmoid, T.sigmoid, F.sigmoid,
 }
+IN_PLACE = {T.__iadd__: T.__add__, T.__isub__: T.__sub__}
 ADDS = {torch.add, T.add, T.__add__, T.__radd__, T.__iadd__, torch.sub, T.sub, T.__sub__, T.__rsub__, T.__isub__}
 # linear / piecewise-linear / structural ops whose plain gradient conserves relevance exactly
 PLAIN = {
@@ -179,13 +206,35 @@ class LRPMode(TorchFunctionMode):
 
     # ------------------------------------------------------------------ rules
 
-    def _book(self, out: Tensor, kind: str, absorbed: Callable[[Tensor], Tensor]) -> Tensor:
+    def _book(self, out: Tensor, absorbed: Callable[[Tensor], dict[str, Tensor]]) -> Tensor:
+        """Books, during the backward pass, the relevance the rule at ``out`` keeps (per kind)."""
+        def hook(g: Tensor) -> None:
+            for k, v in absorbed(g).items():
+                self.ledger.book(k, v)
+
         if out.requires_grad:
-            out.register_hook(lambda g: self.ledger.book(kind, absorbed(g)))
+            out.register_hook(hook)
         return out
 
+    def _shift(self, part: Tensor, exact: Tensor, kind: str) -> Tensor:
+        """``exact = part + shift`` element-wise, the shift constant (bias, norm shift, added table).
+
+        ``bias="ignore"``: R(part) = part / (part ± ε) · R(exact), all relevance passes on (ε aside);
+        ``bias="absorb"``: R(part) = part · ∂ (plain gradient), the shift keeps ``shift · ∂``.
+        """
+        ed, pd = exact.detach(), part.detach()
+        if self.cfg.bias == "absorb":
+            return self._book(_exact(part, exact), lambda g: {kind: (ed - pd) * g})
+        den = _stab(pd, self.cfg.eps)
+        approx = part * (ed / den)
+        return self._book(_exact(approx, exact), lambda g: {"epsilon": ed * (den - pd) / den * g})
+
     def _affine(self, func, args, kwargs, gamma: float, kind: str) -> Tensor:
-        """ε/γ-rule: gradient of z'_x * stop(z / (z' + ε)) with z' the γ-modified pre-activation."""
+        """ε/γ-rule: gradient of z'_x · stop(z / (z' ± ε)) with z' the γ-modified pre-activation.
+
+        ``bias="ignore"``: z' = z'_x (the bias-free part; γ favours contributions with the sign of z_x), so
+        the inputs share all of R(z) up to ε. ``bias="absorb"``: z' = z'_x + b' and the bias keeps b'/z' · R(z).
+        """
         x, w = args[0], args[1]
         b = _arg(args, kwargs, 2, "bias")
         rest, kw = args[3:], {k: v for k, v in kwargs.items() if k != "bias"}
@@ -195,24 +244,29 @@ class LRPMode(TorchFunctionMode):
             return exact
         op = lambda xx, ww: func(xx, ww, None, *rest, **kw)
         zx = op(x, w)
-        const = (exact - zx).detach()  # the bias, broadcast
+        ed = exact.detach()
+        ignore = self.cfg.bias == "ignore"
+        const = torch.zeros_like(ed) if ignore or b is None else ed - zx.detach()  # the bias, broadcast
         zp_x, zp_c = zx, const
         if gamma > 0:
             xp, xn = x.clamp(min=0), x.clamp(max=0)
             wp, wn = w.clamp(min=0), w.clamp(max=0)
-            sel = exact.detach() > 0
+            sel = (zx.detach() if ignore else ed) > 0
             zp_x = zx + gamma * torch.where(sel, op(xp, wp) + op(xn, wn), op(xp, wn) + op(xn, wp))
             zp_c = const + gamma * torch.where(sel, const.clamp(min=0), const.clamp(max=0))
-        scale = (exact / _stab(zp_x.detach() + zp_c, self.cfg.eps)).detach()
-        approx = zp_x * scale
+        den = zp_x.detach() + zp_c
+        sden = _stab(den, self.cfg.eps)
+        approx = zp_x * (ed / sden)
         out = _exact(approx, exact)
-        return self._book(out, kind, lambda g: (exact.detach() - approx.detach()) * g)
+        return self._book(out, lambda g: {f"{kind}_bias": zp_c * ed / sden * g, "epsilon": ed * (sden - den) / sden * g})
 
     def _softmax(self, func, args, kwargs) -> Tensor:
         """AttnLRP softmax rule R_i = x_i (R_i - s_i ΣR): the plain softmax gradient; its remainder is booked."""
         x = args[0]
         dim = _arg(args, kwargs, 1, "dim")
         s = func(*args, **kwargs)
+        if self.cfg.softmax_rule == "constant":  # CP-LRP: the products it feeds pass all relevance to their other operand
+            return s.detach()
         xd, sd = x.detach(), s.detach()
 
         def absorbed(g: Tensor) -> Tensor:
@@ -220,7 +274,7 @@ class LRPMode(TorchFunctionMode):
             r_in = torch.where(torch.isfinite(xd), xd * grad_x, torch.zeros_like(xd))  # masked scores carry none
             return sd * g - r_in
 
-        return self._book(s, "softmax", absorbed)
+        return self._book(s, lambda g: {"softmax": absorbed(g)})
 
     def _product(self, func, args, kwargs) -> Tensor:
         """Uniform (50/50) rule for a product of two input-dependent tensors."""
@@ -256,8 +310,7 @@ class LRPMode(TorchFunctionMode):
             y = y.reshape(x.shape)
             if w is not None:
                 y = y * w.reshape(1, -1, *([1] * (x.dim() - 2)))
-        out = _exact(y, exact)
-        return self._book(out, "norm", lambda g: (exact.detach() - y.detach()) * g)
+        return self._shift(y, exact, "norm_shift")
 
     def _batch_norm(self, func, args, kwargs) -> Tensor:
         """Eval-mode BatchNorm is affine: plain gradient, its shift (bias - mean * scale) booked as absorbed."""
@@ -271,8 +324,7 @@ class LRPMode(TorchFunctionMode):
         eps = _arg(args, kwargs, 7, "eps", 1e-5)
         scale = 1.0 / torch.sqrt(rv + eps) * (w if w is not None else 1.0)
         y = x * scale.reshape(1, -1, *([1] * (x.dim() - 2)))
-        out = _exact(y, exact)
-        return self._book(out, "norm", lambda g: (exact.detach() - y.detach()) * g)
+        return self._shift(y, exact, "batchnorm_shift")
 
     def _activation(self, func, args, kwargs) -> Tensor:
         """Identity rule: gradient of x * stop(f(x) / x), so x * grad = f(x) * g."""
@@ -283,22 +335,24 @@ class LRPMode(TorchFunctionMode):
         ratio = torch.where(nz, ed / torch.where(nz, xd, torch.ones_like(xd)), torch.zeros_like(xd))
         approx = x * ratio
         out = _exact(approx, exact)
-        return self._book(out, "activation", lambda g: (ed - approx.detach()) * g)
+        return self._book(out, lambda g: {"activation": (ed - approx.detach()) * g})
 
     def _add(self, func, args, kwargs) -> Tensor:
-        """Adding a constant (bias parameters, positional tables): linear; the constant's share is booked."""
+        """Adding a constant (bias parameters, positional tables) to an input-dependent tensor: a shift."""
         a, b = args[0], args[1] if len(args) > 1 else kwargs.get("other")
-        out = func(*args, **kwargs)
+        func = IN_PLACE.get(func, func)  # x += c: computed out of place (the caller rebinds x)
+        rest, kw = args[2:], {k: v for k, v in kwargs.items() if k != "other"}
+        out = func(a, b, *rest, **kw)
         if _grad(a) and _grad(b):
             return out
         x_is_a = _grad(a)
         with torch.no_grad():
             zero = torch.zeros_like(a if x_is_a else b)
-            call = (zero, b) if x_is_a else (a, zero)
-            const = func(*call, *args[2:], **kwargs)
+            const = func(*((zero, b) if x_is_a else (a, zero)), *rest, **kw)
         if not isinstance(const, Tensor) or not bool((const != 0).any()):
             return out
-        return self._book(out, "constant", lambda g: const * g)
+        part = func(*((a, torch.zeros_like(const)) if x_is_a else (torch.zeros_like(const), b)), *rest, **kw)
+        return self._shift(part, out, "constant")
 
     def _sdpa(self, func, args, kwargs) -> Tensor:
         """scaled_dot_product_attention decomposed: q k^T (50/50), softmax rule, A v (50/50)."""

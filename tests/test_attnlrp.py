@@ -1,10 +1,16 @@
 """AttnLRP: each rule against its formula, relevance conservation, and broken rules failing conservation.
 
-Conservation is checked two ways (float32, relative tolerance 1e-4 of the explained logit):
-- on bias-free models without attention, sum(input relevance) == logit directly;
-- with attention (whose softmax rule is not conservative by design: its Taylor remainder stays behind)
-  and with biases, sum(input relevance) + relevance booked as absorbed (biases, constants, ε, softmax
-  remainder) == logit; any other rule that creates or destroys relevance breaks this identity.
+Conservation is checked in two forms (float32):
+- strict, sum(input relevance) == logit within STRICT = 1e-4 relative: bias-free nets without attention,
+  and nets with biases under ``bias="ignore"`` (zennit's zero_params) — every layer passes all relevance on;
+- the ledger identity sum(input relevance) + sum(booked: biases, shifts, constants, ε, softmax remainder)
+  == logit within TOL = 1e-4 (1e-3 on the detector): for attention (the AttnLRP softmax rule keeps its Taylor
+  remainder by design) and for the real small detector, random-init and short-trained, on odd-length demo
+  utterances. The strict form does NOT hold there (measured gap: median 1.2, max 138-654 × |logit|,
+  biases and softmax remainder dominate; with bias="ignore" float32 cancellation makes it worse), which
+  the detector test asserts too, so the figure quoted in baselines/attnlrp.py stays true.
+Each deliberately broken rule (ε-rule with an unsigned denominator, norm differentiated through std,
+softmax without its s·ΣR term, plain-gradient products, x f'(x) activations) fails by > 5 %.
 """
 from __future__ import annotations
 
@@ -16,9 +22,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from baselines import attnlrp as lrp
 from baselines.attnlrp import Ledger, LRPConfig, LRPMode, attnlrp, frozen
 
 TOL = 1e-4
+STRICT = 1e-4
+BROKEN = 0.05  # a broken rule misses conservation by more than this fraction of the logit
 
 
 def _zero_biases(model: nn.Module) -> nn.Module:
@@ -106,21 +115,26 @@ def test_softmax_rule_matches_formula():
 
 
 @pytest.mark.parametrize("gamma", [0.0, 0.1, 10.0])
-def test_linear_gamma_rule_matches_formula(gamma):
-    """Generalised γ-rule on F.linear with a bias: R_j = Σ_k c'_jk z_k / (Σ_j c'_jk + b'_k)."""
+@pytest.mark.parametrize("bias", ["absorb", "ignore"])
+def test_linear_gamma_rule_matches_formula(gamma, bias):
+    """Generalised γ-rule on F.linear with a bias: R_j = Σ_k c'_jk z_k / (Σ_j c'_jk + b'_k); with the bias
+    ignored, b' = 0 and γ favours the sign of the bias-free z_x, so Σ_j R_j = Σ_k z_k (up to ε)."""
     g = torch.Generator().manual_seed(1)
     x, w, b = torch.randn(2, 5, generator=g), torch.randn(4, 5, generator=g), torch.randn(4, generator=g)
     xin = x.clone().requires_grad_(True)
-    with LRPMode(LRPConfig(gamma_linear=gamma), Ledger()):
+    with LRPMode(LRPConfig(gamma_linear=gamma, bias=bias), Ledger()):
         out = F.linear(xin, w, b).sum()
     (grad,) = torch.autograd.grad(out, xin)
     c = x[:, :, None] * w.T[None]  # (B, j, k) contributions
     z = c.sum(1) + b
-    pos = z > 0
+    ref = z if bias == "absorb" else c.sum(1)
+    pos = ref > 0
     cp = c + gamma * torch.where(pos[:, None, :], c.clamp(min=0), c.clamp(max=0))
-    bp = b + gamma * torch.where(pos, b.clamp(min=0), b.clamp(max=0))
+    bp = (b + gamma * torch.where(pos, b.clamp(min=0), b.clamp(max=0))) if bias == "absorb" else 0.0
     expected = (cp * (z / (cp.sum(1) + bp))[:, None, :]).sum(-1)
     torch.testing.assert_close(x * grad, expected, atol=1e-4, rtol=1e-3)
+    if bias == "ignore":
+        assert float((x * grad).sum()) == pytest.approx(float(z.sum()), rel=1e-5)
 
 
 def test_product_rule_splits_half_and_half():
@@ -164,20 +178,66 @@ def test_conservation_ledger_with_biases():
     model = _model(W2V, 3, layer_norm_first=False, bias=True)
     res, total_in, total_out = _explain(model, _wave(seed=2))
     assert abs(total_in + sum(res.absorbed.values()) - total_out) <= TOL * max(1.0, abs(total_out))
-    assert abs(res.absorbed["linear"]) > TOL  # biases do absorb relevance here: the ledger is not trivially empty
+    assert abs(res.absorbed["linear_bias"]) > TOL  # biases do absorb relevance here: the ledger is not trivially empty
 
 
-@pytest.mark.parametrize("broken", [dict(matmul_rule="gradient"), dict(norm_rule="gradient"), dict(act_rule="gradient")])
-def test_broken_rule_fails_conservation(broken):
+@pytest.mark.parametrize("broken", [dict(matmul_rule="gradient"), dict(norm_rule="gradient"), dict(act_rule="gradient"), "softmax"])
+def test_broken_rule_fails_conservation(broken, monkeypatch):
     """Plain gradients through a product (double counting), a norm layer (scale invariance: relevance
-    vanishes) or GELU (x f'(x) instead of f(x)) break the identity the correct rules satisfy."""
+    vanishes), GELU (x f'(x) instead of f(x)), or a softmax rule without its s·ΣR term break the identity
+    the correct rules satisfy."""
     model = _model(W2V, 2, layer_norm_first=False, bias=False)
     x = _wave(seed=1)
     _, ok_in, ok_out = _explain(model, x)
+    if broken == "softmax":
+        monkeypatch.setattr(LRPMode, "_softmax", _softmax_without_sum)
+        broken = {}
     res, total_in, total_out = _explain(model, x, replace(LRPConfig(), **broken))
     booked = sum(res.absorbed.values())
     assert total_out == pytest.approx(ok_out, rel=1e-5)  # same forward, only the backward differs
-    assert abs(total_in + booked - total_out) > 0.05 * abs(total_out), (broken, total_in, booked, total_out)
+    assert abs(total_in + booked - total_out) > BROKEN * abs(total_out), (broken, total_in, booked, total_out)
+
+
+def _per_item_gap(res) -> float:
+    """max over batch items of |sum(input relevance) - output| / |output|."""
+    per = res.relevance.double().flatten(1).sum(1)
+    return float(((per - res.output.double()).abs() / res.output.double().abs()).max())
+
+
+def test_strict_conservation_ignoring_biases():
+    """With biases, GroupNorm/LayerNorm shifts: bias="ignore" gives sum R_in == logit per item (only ε is
+    booked); bias="absorb" lets the biases keep a clear share."""
+    model = _model(ConvNet, 0, bias=True)
+    x = _wave(batch=3, n=803, seed=4)
+    res = attnlrp(model, x, model, LRPConfig(bias="ignore"))
+    assert res.output.abs().min() > 1e-3 and res.unhandled == ()
+    assert _per_item_gap(res) <= STRICT, _per_item_gap(res)
+    assert set(k for k, v in res.absorbed.items() if v != 0) <= {"epsilon"}
+    absorbing = attnlrp(model, x, model, LRPConfig(bias="absorb"))
+    assert _per_item_gap(absorbing) > 100 * STRICT
+    assert abs(absorbing.absorbed["conv_bias"]) > 100 * STRICT * float(absorbing.output.abs().sum())
+
+
+def _unsigned_stab(z, eps):
+    return z.abs() + eps  # drops the sign: z / (|z| + ε) flips every negative pre-activation's relevance
+
+
+def _softmax_without_sum(self, func, args, kwargs):
+    s = func(*args, **kwargs)
+    return lrp._exact(args[0] * s.detach(), s)  # R_i = x_i R_i: the - s_i ΣR term dropped, nothing booked
+
+
+@pytest.mark.parametrize("broken", ["unsigned_eps", "norm_gradient", "act_gradient"])
+def test_broken_rule_fails_strict_conservation(broken, monkeypatch):
+    model = _model(ConvNet, 0, bias=True)
+    x = _wave(batch=3, n=803, seed=4)
+    cfg = LRPConfig(bias="ignore")
+    if broken == "unsigned_eps":
+        monkeypatch.setattr(lrp, "_stab", _unsigned_stab)
+    else:
+        cfg = replace(cfg, **{"norm_gradient": dict(norm_rule="gradient"), "act_gradient": dict(act_rule="gradient")}[broken])
+    res = attnlrp(model, x, model, cfg)
+    assert _per_item_gap(res) > BROKEN, (broken, _per_item_gap(res))
 
 
 def test_attnlrp_on_the_detector_through_rawwrapper():
@@ -199,6 +259,47 @@ def test_attnlrp_on_the_detector_through_rawwrapper():
     with torch.no_grad():
         torch.testing.assert_close(res.output, wrapper(logmag, phase)[:, 1], atol=1e-4, rtol=1e-4)
     assert all(p.requires_grad for p in det.parameters())  # frozen() restored the flags
+
+
+@pytest.fixture(scope="module")
+def short_trained(demo_ds, tmp_path_factory):
+    """The tiny detector config trained 6 steps on demo_ds (BatchNorm statistics re-estimated): trained
+    weights and running statistics, unlike a random init."""
+    from test_detector import _tiny_cfg
+    from training.detector import load_detector
+    from training.detector.config import TrainConfig
+    from training.detector.train import train
+
+    out = tmp_path_factory.mktemp("lrp_det")
+    train(demo_ds, out, _tiny_cfg(), TrainConfig(steps=6, batch_size=4, lr=5e-4, seed=0, save_every=1000, precise_bn_batches=2),
+          progress=False)
+    return load_detector(out)
+
+
+@pytest.mark.parametrize("which", ["random", "trained"])
+def test_detector_ledger_identity_on_odd_length_demo_utterances(which, demo_ds, short_trained):
+    """The small detector on demo test utterances cut to odd lengths (shorter than the crop: tiled; longer:
+    several crops): every op known, input + booked relevance == logit per window batch (1e-3), while the
+    strict form fails by far (biases, shifts and the softmax remainder keep most relevance; see module doc)."""
+    from annotate.audio import decode_bytes
+    from annotate.dataset import iter_rows
+    from baselines.rawwrapper import RawWrapper, make_windows, spectrogram
+    from test_rawwrapper import tiny_detector
+
+    det = tiny_detector() if which == "random" else short_trained
+    wrapper = RawWrapper(det, det.config.crop)
+    rows = [r for _, r in zip(range(2), iter_rows(demo_ds, "test", ["id", "spoof_audio"]))]
+    strict = []
+    for row, n in zip(rows, (5001, 12345)):
+        x, _ = decode_bytes(row["spoof_audio"]["bytes"])
+        logmag, phase = spectrogram(make_windows(x[:n], det.config.crop).crops)
+        res = attnlrp(lambda m: wrapper.from_magnitude(m, phase)[:, 1], logmag.exp(), wrapper)
+        assert res.relevance.shape == logmag.shape and torch.isfinite(res.relevance).all() and res.unhandled == ()
+        total_out = float(res.output.double().sum())
+        total_in = float(res.relevance.double().sum())
+        assert abs(total_in + sum(res.absorbed.values()) - total_out) <= 1e-3 * max(1.0, float(res.output.abs().sum())), row["id"]
+        strict.append(_per_item_gap(res))
+    assert max(strict) > 0.1, strict  # if this starts to hold, update the figures in baselines/attnlrp.py
 
 
 def test_frozen_restores_flags_and_mode():
