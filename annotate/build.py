@@ -191,7 +191,7 @@ def _keep_freed_memory() -> None:
 
 
 def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict:
-    t0, c0 = time.perf_counter(), time.process_time()
+    t0, c0, started = time.perf_counter(), time.process_time(), time.time()
     store = Store(out)
     if schema is None:
         schema = features(cfg.stft.n_freq, cfg.stft.sample_rate).arrow_schema
@@ -222,6 +222,7 @@ def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict
     part = {"shard": task.name, "split": task.split, "pairs": len(task.pairs), "rows": writer.rows,
             "rejects": rejects, "seconds_audio": seconds, "offsets": offsets,
             "seconds_taken": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
+            "started": started, "finished": time.time(),
             "peak_rss_mb": _peak_rss_mb()}
     store.write_text(f".parts/{task.name}.json", json.dumps(part))  # last: marks the shard done
     return part
