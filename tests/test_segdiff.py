@@ -15,7 +15,7 @@ from scipy import ndimage
 from training.segdiff.config import DiffusionConfig, ModelConfig, SegDiffConfig, TrainConfig, preset, replace
 from training.segdiff.data import CropSampler, SpecCondition, Utterance, normalise_logmag
 from training.segdiff.diffusion import Diffusion, NoiseSource
-from training.segdiff.infer import crop_starts, explain_utterance, sample_batched
+from training.segdiff.infer import crop_starts, explain_utterance, sample_batched, sample_naive
 from training.segdiff.metrics import iou_f1
 from training.segdiff.model import SegDiffUNet
 from training.segdiff.train import train
@@ -166,10 +166,35 @@ def test_cached_batched_equals_naive(ddim_steps, eta):
         fast = explain_utterance(m, Diffusion(), utt, SpecCondition(), 16, max_batch=64, **kw)
         naive = explain_utterance(m, Diffusion(), utt, SpecCondition(), 16, naive=True, **kw)
         chunked = explain_utterance(m, Diffusion(), utt, SpecCondition(), 16, max_batch=2, **kw)
+        per_chain = explain_utterance(m, Diffusion(), utt, SpecCondition(), 16, max_batch=1, **kw)  # 2 batches per crop
         other_seed = explain_utterance(m, Diffusion(), utt, SpecCondition(), 16, **{**kw, "seed": 12})
     np.testing.assert_allclose(fast, naive, atol=1e-4)
-    np.testing.assert_allclose(fast, chunked, atol=1e-4)
+    for other in (chunked, per_chain):
+        np.testing.assert_allclose(fast, other, atol=1e-4)
     assert np.abs(fast - other_seed).max() > 1e-2  # the noise really matters, so equality is not vacuous
+
+
+def test_batches_split_across_crops_match_naive():
+    """Batches of 3 chains over 3 crops x 2 samples: one batch ends mid-crop, the next spans two crops."""
+    m = randomised(SegDiffUNet(tiny_model_cfg()), seed=7)
+    utts = [synth_utt(f"c{i}", 16, 20 + i) for i in range(3)]
+    cond = SpecCondition()(utts, [0, 0, 0], 16)
+    args = (m, Diffusion(), cond, 16)
+    fast = sample_batched(*args, NoiseSource(1, 2, 3, 2), [0, 1, 2], 2, 5, 0.0, max_batch=3)
+    naive = sample_naive(*args, NoiseSource(1, 2, 3, 2), [0, 1, 2], 2, 5, 0.0)
+    torch.testing.assert_close(fast, naive, rtol=0, atol=1e-4)
+    assert (fast[0] - fast[1]).abs().max() > 1e-2  # each crop kept its own condition and noise
+
+
+def test_shared_timestep_and_features_broadcast():
+    """The fast path passes one timestep and one crop's features for the whole batch: same eps as per-row."""
+    m = randomised(SegDiffUNet(tiny_model_cfg()), seed=5)
+    x, c = torch.randn(3, 1, 13, NF), torch.randn(1, 1, 13, NF)
+    feats = m.encode_condition(c)
+    shared = m.denoise(x, torch.tensor([42]), feats)
+    per_row = m.denoise(x, torch.full((3,), 42), feats.expand(3, -1, -1, -1))
+    torch.testing.assert_close(shared, per_row, rtol=0, atol=1e-5)
+    assert not torch.allclose(shared, m.denoise(x, torch.tensor([43]), feats))
 
 
 # ----------------------------------------------------------------------------------------------- training

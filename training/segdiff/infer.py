@@ -38,24 +38,48 @@ def _to_heat(x0: torch.Tensor) -> torch.Tensor:
     return (x0.clamp(-1, 1) + 1) / 2
 
 
-@torch.no_grad()
-def sample_batched(model: SegDiffUNet, diff: Diffusion, cond: torch.Tensor, frames: int, noise: NoiseSource,
-                   crop_ids: list[int], n_samples: int, ddim_steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
-    """Mean heatmap per crop (C, frames, F): condition encoded once, all C*S chains in one batch."""
-    feats = model.encode_condition(cond, frames=frames)
-    feats = feats.repeat_interleave(n_samples, 0) if cond.shape[0] > 1 else feats
-    pairs = [(c, s) for c in crop_ids for s in range(n_samples)]
+DEFAULT_MAX_BATCH = 8  # chains denoised together: on a CPU, larger batches fall out of cache and run slower per chain
+
+
+def _reverse_chains(model: SegDiffUNet, diff: Diffusion, feats: torch.Tensor, noise: NoiseSource, pairs: list[tuple[int, int]],
+                    frames: int, ddim_steps: int | None, eta: float) -> torch.Tensor:
+    """Run the chains ``pairs`` from x_T to x_0 as one batch: (len(pairs), 1, frames, F) in [-1, 1].
+
+    ``feats``: cached condition features, batch 1 (broadcast) or one row per chain. The timestep is
+    shared by the batch, so its embedding is computed once per step (batch-1 ``t``, broadcast).
+    """
     shape = (1, frames, model.cfg.n_freq)
-    x = noise.draw(pairs, shape)
     steps, ddim = diff.timesteps(ddim_steps), ddim_steps is not None and ddim_steps < diff.T
+    x = noise.draw(pairs, shape)
     for i, t in enumerate(steps):
-        eps = model.denoise(x, torch.full((len(pairs),), t, dtype=torch.long), feats)
+        eps = model.denoise(x, torch.full((1,), t, dtype=torch.long), feats)
         z = noise.draw(pairs, shape) if diff.needs_noise(i, steps, ddim, eta) else None
         x = diff.step(x, eps, t, steps[i + 1] if i + 1 < len(steps) else -1, z, ddim, eta)
-    return _to_heat(x).reshape(len(crop_ids), n_samples, frames, -1).mean(1)
+    return x
 
 
-@torch.no_grad()
+@torch.inference_mode()
+def sample_batched(model: SegDiffUNet, diff: Diffusion, cond: torch.Tensor, frames: int, noise: NoiseSource,
+                   crop_ids: list[int], n_samples: int, ddim_steps: int | None = None, eta: float = 0.0,
+                   max_batch: int = DEFAULT_MAX_BATCH) -> torch.Tensor:
+    """Mean heatmap per crop (C, frames, F): each crop's condition encoded ONCE (all crops in one
+    encoder call), then the C*S chains denoised in batches of at most ``max_batch`` (cache locality)."""
+    if max_batch < 1:
+        raise ValueError(f"max_batch must be >= 1, got {max_batch}")
+    feats = model.encode_condition(cond, frames=frames)
+    pairs = [(k, s) for k in range(len(crop_ids)) for s in range(n_samples)]
+    acc = torch.zeros(len(crop_ids), frames, model.cfg.n_freq)
+    for b0 in range(0, len(pairs), max_batch):
+        part = pairs[b0 : b0 + max_batch]
+        rows = [k for k, _ in part]
+        # one crop: broadcast its batch-1 features; several: gather one row per chain
+        f = feats[rows[0] : rows[0] + 1] if rows[0] == rows[-1] else feats[rows]
+        x = _reverse_chains(model, diff, f, noise, [(crop_ids[k], s) for k, s in part], frames, ddim_steps, eta)
+        acc.index_add_(0, torch.tensor(rows), _to_heat(x)[:, 0])
+    return acc / n_samples
+
+
+@torch.inference_mode()
 def sample_naive(model: SegDiffUNet, diff: Diffusion, cond: torch.Tensor, frames: int, noise: NoiseSource,
                  crop_ids: list[int], n_samples: int, ddim_steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
     """Reference loop: one sample at a time, the condition re-encoded at every step."""
@@ -81,24 +105,30 @@ def utterance_key(uid: str) -> int:
     return zlib.crc32(uid.encode())
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def explain_utterance(model: SegDiffUNet, diff: Diffusion, utt, condition, crop_frames: int, *, n_samples: int = 32,
                       ddim_steps: int | None = None, eta: float = 0.0, seed: int = 0, hop: int | None = None,
-                      max_batch: int = 64, naive: bool = False) -> np.ndarray:
-    """Heatmap (frames, F) of one utterance: crops stitched with :func:`stitch_window`."""
+                      max_batch: int = DEFAULT_MAX_BATCH, naive: bool = False) -> np.ndarray:
+    """Heatmap (frames, F) of one utterance: crops stitched with :func:`stitch_window`.
+
+    ``max_batch``: most chains denoised together (crops per encoder call = max_batch // n_samples, >= 1).
+    """
     frames = utt.frames
     length = min(crop_frames, frames)
     starts = crop_starts(frames, length, hop or max(length // 2, 1))
     noise = NoiseSource(seed, utterance_key(utt.id), len(starts), n_samples)
     chunk = max(1, max_batch // n_samples)
-    sampler = sample_naive if naive else sample_batched
     acc = np.zeros((frames, model.cfg.n_freq))
     wsum = np.zeros((frames, 1))
     win = stitch_window(length)[:, None] if len(starts) > 1 else np.ones((length, 1))
     for c0 in range(0, len(starts), chunk):
         ids = list(range(c0, min(c0 + chunk, len(starts))))
         cond = condition([utt] * len(ids), [starts[i] for i in ids], length)
-        heat = sampler(model, diff, cond, length, noise, ids, n_samples, ddim_steps, eta).double().numpy()
+        if naive:
+            heat = sample_naive(model, diff, cond, length, noise, ids, n_samples, ddim_steps, eta)
+        else:
+            heat = sample_batched(model, diff, cond, length, noise, ids, n_samples, ddim_steps, eta, max_batch)
+        heat = heat.double().numpy()
         for k, i in enumerate(ids):
             acc[starts[i] : starts[i] + length] += win * heat[k]
             wsum[starts[i] : starts[i] + length] += win
@@ -138,7 +168,7 @@ def make_condition(cfg: SegDiffConfig, meta: dict, detector_path: str | None = N
 
 
 def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, ddim_steps: int | None = None, seed: int = 0,
-                  limit: int | None = None, eta: float = 0.0, max_batch: int = 64, detector: str | None = None,
+                  limit: int | None = None, eta: float = 0.0, max_batch: int = DEFAULT_MAX_BATCH, detector: str | None = None,
                   hop: int | None = None, progress: bool = True) -> Path:
     """Write a submission (id, heatmap) for every spoof row of ``split``; the heatmap is the mean of
     ``n_samples`` sampled masks in [0, 1] (foreground probability). ``hop``: crop hop in frames

@@ -192,9 +192,10 @@ class SegDiffUNet(nn.Module):
         return self.encoder(pad_to(cond, self.cfg.down_factor))
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cond_feats: torch.Tensor) -> torch.Tensor:
-        """Predict eps for ``x`` (B, 1, frames, freq) at steps ``t`` (B,) given cached ``cond_feats``.
+        """Predict eps for ``x`` (B, 1, frames, freq) at steps ``t`` given cached ``cond_feats``.
 
-        ``cond_feats`` has batch B or 1 (broadcast over samples of one crop).
+        ``t`` is (B,) or (1,) (one step shared by the batch: its embedding is computed once and
+        broadcast); ``cond_feats`` has batch B or 1 (broadcast over the samples of one crop).
         """
         frames, nf = x.shape[-2:]
         emb = self.time_mlp(timestep_embedding(t, self.cfg.width))
