@@ -15,7 +15,13 @@ fast path's non-encoder time by S/K (its encoder runs once per crop whatever S i
     python perf/segdiff.py                                     # small preset, random weights, ~2 min
     python perf/segdiff.py --rrdb-blocks 12                    # small UNet with the paper's encoder depth
     python perf/segdiff.py --config paper --timed-samples 1    # the paper SpecSegDiff, scaled, ~5 min
+    python perf/segdiff.py --condition detector                # ADDSegDiff, small detector (random weights)
+    python perf/segdiff.py --condition detector --detector-config xlsr300m --timed-samples 2   # the paper's detector
     python perf/segdiff.py --checkpoint CKPT --dataset DS --split test
+
+ADDSegDiff's condition is the frozen detector's layer outputs on the crop's waveform: the naive loop
+runs the detector, the projection MLPs and the encoder at every step (as a model whose forward takes
+the waveform would); the fast path runs them once per crop.
 """
 from __future__ import annotations
 
@@ -31,17 +37,23 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from training.segdiff.config import preset, replace  # noqa: E402
-from training.segdiff.data import SpecCondition, Utterance, load_split, normalise_logmag  # noqa: E402
+from training.segdiff.data import DetectorCondition, SpecCondition, Utterance, load_split, normalise_logmag  # noqa: E402
 from training.segdiff.diffusion import Diffusion  # noqa: E402
 from training.segdiff.infer import DEFAULT_MAX_BATCH, explain_utterance, load_checkpoint  # noqa: E402
 from training.segdiff.model import SegDiffUNet  # noqa: E402
 
 
-def random_model(args) -> tuple[SegDiffUNet, int]:
+def random_model(args, detector=None) -> tuple[SegDiffUNet, int]:
     """Preset model with every weight redrawn at 1/sqrt(fan-in) scale (the zero-initialised output
     convs would make sampling trivial; a fixed std would blow up the 12-RRDB encoder)."""
-    cfg = preset(args.config, "spec")
-    model = SegDiffUNet(replace(cfg.model, rrdb_blocks=args.rrdb_blocks, width=args.width))
+    cfg = preset(args.config, args.condition)
+    model_cfg = replace(cfg.model, rrdb_blocks=args.rrdb_blocks, width=args.width)
+    if detector is not None:  # read the detector's own layers and width
+        from training.segdiff.detector_features import detector_spec
+
+        layers, dim = detector_spec(detector)
+        model_cfg = replace(model_cfg, detector_layers=layers, detector_dim=dim)
+    model = SegDiffUNet(model_cfg)
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
@@ -50,9 +62,36 @@ def random_model(args) -> tuple[SegDiffUNet, int]:
     return model.eval(), args.crop_frames or cfg.train.crop_frames
 
 
+def random_detector(name: str):
+    """A frozen Wav2Vec2-AASIST of preset ``name`` with seeded random weights (its cost is what matters here)."""
+    from training.detector.config import small, xlsr300m
+    from training.detector.model import Wav2Vec2AASIST
+
+    torch.manual_seed(0)
+    det = Wav2Vec2AASIST({"small": small, "xlsr300m": xlsr300m}[name]())
+    for p in det.parameters():
+        p.requires_grad_(False)
+    return det.eval()
+
+
+class TimedCondition:
+    """Wraps a condition provider to add up its time (the detector forward for ADDSegDiff)."""
+
+    def __init__(self, inner):
+        self.inner, self.t, self.calls = inner, 0.0, 0
+
+    def __call__(self, *a):
+        t0 = time.perf_counter()
+        out = self.inner(*a)
+        self.t += time.perf_counter() - t0
+        self.calls += 1
+        return out
+
+
 def synthetic_utterance(frames: int) -> Utterance:
     rng = np.random.default_rng(0)
-    return Utterance("perf", normalise_logmag(rng.standard_normal((frames, 257))).astype(np.float16))
+    audio = (0.1 * rng.standard_normal(frames * 128)).astype(np.float32)
+    return Utterance("perf", normalise_logmag(rng.standard_normal((frames, 257))).astype(np.float16), audio=audio)
 
 
 class Meter:
@@ -82,19 +121,24 @@ class Meter:
         del self.model.encode_condition, self.model.denoise
 
 
-def run(meter: Meter, fn) -> tuple[np.ndarray, float, dict]:
-    """(output, wall seconds, the meter's snapshot) of one timed call."""
+def run(meter: Meter, condition: TimedCondition, fn) -> tuple[np.ndarray, float, dict]:
+    """(output, wall seconds, the meter's snapshot) of one timed call. The condition provider's time
+    (detector forward) is counted with the encoder's: both are the conditioning that gets cached."""
     meter.reset()
+    condition.t, condition.calls = 0.0, 0
     t0 = time.perf_counter()
     out = fn()
     wall = time.perf_counter() - t0
-    return out, wall, {"t": dict(meter.t), "calls": dict(meter.calls), "rows": dict(meter.rows)}
+    t, calls = dict(meter.t), dict(meter.calls)
+    t["enc"] += condition.t
+    return out, wall, {"t": t, "calls": calls, "rows": dict(meter.rows), "cond_t": condition.t, "cond_calls": condition.calls}
 
 
 def describe(name: str, wall: float, m: dict) -> str:
     enc, unet = m["t"]["enc"], m["t"]["unet"]
     per_chain_step = unet / max(m["rows"]["unet"], 1)
-    return (f"  {name:<16} total {wall:8.1f} s | encoder {enc:8.1f} s ({enc / wall:4.0%}, {m['calls']['enc']} calls) | "
+    return (f"  {name:<16} total {wall:8.1f} s | conditioning {enc:8.1f} s ({enc / wall:4.0%}, {m['calls']['enc']} encoder calls, "
+            f"{m['cond_t']:.1f} s in {m['cond_calls']} condition-provider calls) | "
             f"UNet {unet:8.1f} s ({unet / wall:4.0%}, {m['calls']['unet']} calls, mean batch {m['rows']['unet'] / max(m['calls']['unet'], 1):.1f}, "
             f"{per_chain_step * 1e3:.1f} ms per chain-step) | other {wall - enc - unet:6.1f} s")
 
@@ -105,6 +149,9 @@ def main(argv=None) -> int:
     p.add_argument("--dataset", help="take the utterance from this dataset (default: synthetic)")
     p.add_argument("--split", default="test")
     p.add_argument("--config", default="small", choices=("small", "paper"), help="preset for random weights")
+    p.add_argument("--condition", default="spec", choices=("spec", "detector"), help="SpecSegDiff or ADDSegDiff")
+    p.add_argument("--detector", help="ADDSegDiff: a `train detector` checkpoint (default: random weights of --detector-config)")
+    p.add_argument("--detector-config", default="small", choices=("small", "xlsr300m"))
     p.add_argument("--rrdb-blocks", type=int)
     p.add_argument("--width", type=int)
     p.add_argument("--crop-frames", type=int)
@@ -121,15 +168,35 @@ def main(argv=None) -> int:
     if not 1 <= k <= args.samples:
         p.error(f"--timed-samples must be in 1..{args.samples}, got {k}")
 
+    detector = None
     if args.checkpoint:
-        model, cfg, _ = load_checkpoint(args.checkpoint)
+        model, cfg, meta = load_checkpoint(args.checkpoint)
+        args.condition = cfg.model.condition
         crop = args.crop_frames or cfg.train.crop_frames
         diff = Diffusion(cfg.diffusion)
+        if args.condition == "detector":
+            from training.segdiff.detector_features import load_frozen_detector
+
+            detector = load_frozen_detector(args.detector or meta["detector"])
     else:
-        model, crop = random_model(args)
+        if args.condition == "detector":
+            if args.detector:
+                from training.segdiff.detector_features import load_frozen_detector
+
+                detector = load_frozen_detector(args.detector)
+            else:
+                detector = random_detector(args.detector_config)
+        model, crop = random_model(args, detector)
         diff = Diffusion()
+    if detector is not None:
+        condition = TimedCondition(DetectorCondition(detector, model.cfg.detector_layers))
+        print(f"detector: {detector.config.name}, {sum(p.numel() for p in detector.parameters()) / 1e6:.1f}M params, "
+              f"layers {model.cfg.detector_layers}")
+    else:
+        condition = TimedCondition(SpecCondition())
     model = model.to(memory_format=torch.channels_last)  # shared by both paths
-    utt = load_split(args.dataset, args.split, with_mask=False, limit=1)[0] if args.dataset else synthetic_utterance(args.frames)
+    utt = (load_split(args.dataset, args.split, with_mask=False, with_audio=detector is not None, limit=1)[0]
+           if args.dataset else synthetic_utterance(args.frames))
     ddim = args.ddim_steps or None
     n_steps = len(diff.timesteps(ddim))
     n_params = sum(p.numel() for p in model.parameters())
@@ -141,10 +208,10 @@ def main(argv=None) -> int:
     meter = Meter(model)
     with torch.inference_mode():  # warm-up: one encoder and one batch-1 UNet call (allocator, oneDNN primitives)
         length = min(crop, utt.frames)
-        feats = model.encode_condition(SpecCondition()([utt], [0], length), frames=length)
+        feats = model.encode_condition(condition.inner([utt], [0], length), frames=length)
         model.denoise(torch.zeros(1, 1, length, model.cfg.n_freq), torch.zeros(1, dtype=torch.long), feats)
-    fast, t_fast, m_fast = run(meter, lambda: explain_utterance(model, diff, utt, SpecCondition(), crop, max_batch=args.max_batch, **kw))
-    naive, t_naive, m_naive = run(meter, lambda: explain_utterance(model, diff, utt, SpecCondition(), crop, naive=True, **kw))
+    fast, t_fast, m_fast = run(meter, condition, lambda: explain_utterance(model, diff, utt, condition, crop, max_batch=args.max_batch, **kw))
+    naive, t_naive, m_naive = run(meter, condition, lambda: explain_utterance(model, diff, utt, condition, crop, naive=True, **kw))
     meter.close()
 
     scale = args.samples / k
@@ -157,7 +224,7 @@ def main(argv=None) -> int:
     print(f"naive  (re-encode every step, 1 sample at a time): {1 / s_naive:8.5f} heatmaps/s  ({s_naive:.1f} s per heatmap){tag}")
     print(f"cached + batched                                  : {1 / s_fast:8.5f} heatmaps/s  ({s_fast:.1f} s per heatmap)")
     e1, u1 = (m_naive["t"][key] / max(m_naive["calls"][key], 1) for key in ("enc", "unet"))
-    print(f"ceiling from caching alone (naive encoder + UNet per chain-step / UNet per chain-step): {(e1 + u1) / u1:.1f}x; "
+    print(f"ceiling from caching alone (naive conditioning + UNet per chain-step / UNet per chain-step): {(e1 + u1) / u1:.1f}x; "
           f"batched UNet per chain-step {m_fast['t']['unet'] / max(m_fast['rows']['unet'], 1) / u1:.2f}x its batch-1 cost")
     diff_max = float(np.abs(fast - naive).max())
     print(f"speed-up {s_naive / s_fast:.1f}x; max |heatmap difference| {diff_max:.2e} (over the {k} timed samples per crop)")

@@ -80,9 +80,15 @@ def sample_batched(model: SegDiffUNet, diff: Diffusion, cond: torch.Tensor, fram
 
 
 @torch.inference_mode()
-def sample_naive(model: SegDiffUNet, diff: Diffusion, cond: torch.Tensor, frames: int, noise: NoiseSource,
+def sample_naive(model: SegDiffUNet, diff: Diffusion, cond, frames: int, noise: NoiseSource,
                  crop_ids: list[int], n_samples: int, ddim_steps: int | None = None, eta: float = 0.0) -> torch.Tensor:
-    """Reference loop: one sample at a time, the condition re-encoded at every step."""
+    """Reference loop: one sample at a time, the condition recomputed at every step.
+
+    ``cond``: the crops' raw conditions (C, ...), or a callable ``k -> (1, ...)`` producing crop k's raw
+    condition; :func:`explain_utterance` passes the provider, so ADDSegDiff's frozen detector runs at every
+    step too, as it would inside a model whose forward takes the waveform.
+    """
+    raw = cond if callable(cond) else (lambda k: cond[k : k + 1])
     shape = (1, frames, model.cfg.n_freq)
     steps, ddim = diff.timesteps(ddim_steps), ddim_steps is not None and ddim_steps < diff.T
     out = []
@@ -91,7 +97,7 @@ def sample_naive(model: SegDiffUNet, diff: Diffusion, cond: torch.Tensor, frames
         for s in range(n_samples):
             x = noise.draw([(c, s)], shape)
             for i, t in enumerate(steps):
-                feats = model.encode_condition(cond[k : k + 1], frames=frames)
+                feats = model.encode_condition(raw(k), frames=frames)
                 eps = model.denoise(x, torch.full((1,), t, dtype=torch.long), feats)
                 z = noise.draw([(c, s)], shape) if diff.needs_noise(i, steps, ddim, eta) else None
                 x = diff.step(x, eps, t, steps[i + 1] if i + 1 < len(steps) else -1, z, ddim, eta)
@@ -123,10 +129,13 @@ def explain_utterance(model: SegDiffUNet, diff: Diffusion, utt, condition, crop_
     win = stitch_window(length)[:, None] if len(starts) > 1 else np.ones((length, 1))
     for c0 in range(0, len(starts), chunk):
         ids = list(range(c0, min(c0 + chunk, len(starts))))
-        cond = condition([utt] * len(ids), [starts[i] for i in ids], length)
         if naive:
-            heat = sample_naive(model, diff, cond, length, noise, ids, n_samples, ddim_steps, eta)
+            def crop_condition(k: int, ids=ids) -> torch.Tensor:
+                return condition([utt], [starts[ids[k]]], length)
+
+            heat = sample_naive(model, diff, crop_condition, length, noise, ids, n_samples, ddim_steps, eta)
         else:
+            cond = condition([utt] * len(ids), [starts[i] for i in ids], length)
             heat = sample_batched(model, diff, cond, length, noise, ids, n_samples, ddim_steps, eta, max_batch)
         heat = heat.double().numpy()
         for k, i in enumerate(ids):
