@@ -133,7 +133,8 @@ def annotate_pair(pair: Pair, cfg: BuildConfig) -> list[dict]:
         else:  # one side of an aligned pair starts at 0: its spectrogram is a prefix of the one computed above
             spec_ra = stft_of_prefix(spec_r, real, al.length, cfg.stft) if al.real_start == 0 else stft(r, cfg.stft)
             spec_sa = stft_of_prefix(spec_s, spoof, al.length, cfg.stft) if al.spoof_start == 0 else stft(s, cfg.stft)
-        mask, d = artifact_mask(np.abs(spec_sa), np.abs(spec_ra), cfg.mask)
+        mag_sa = np.abs(spec_sa)
+        mask, d = artifact_mask(mag_sa, np.abs(spec_ra), cfg.mask)
         rows.append(
             {
                 "id": pair.id if copy == 0 else f"{pair.id}__aug{copy}",
@@ -144,7 +145,7 @@ def annotate_pair(pair: Pair, cfg: BuildConfig) -> list[dict]:
                 "split": pair.split,
                 "spoof_audio": {"bytes": encode_flac(s, sr), "path": os.path.basename(pair.spoof_path)},
                 "real_audio": {"bytes": encode_flac(r, sr), "path": os.path.basename(pair.real_path)},
-                "spoof_logmag": log_magnitude(spec_sa),
+                "spoof_logmag": log_magnitude(mag_sa),
                 "mask": mask,
                 "diff": _float16(d),
                 "num_samples": int(al.length),

@@ -47,7 +47,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 from scipy import fft as sfft
-from scipy import signal
 
 ALGORITHMS = {
     0: (),
@@ -196,9 +195,9 @@ def _notch_cascade(
             raise ValueError(
                 f"RawBoost notch {f1:.1f}-{f2:.1f} Hz is empty at {sr} Hz; lower min_f/max_f for this rate"
             )
-        b = np.convolve(signal.firwin(taps, [f1, f2], window="hamming", fs=sr), b)
+        b = np.convolve(_signal().firwin(taps, [f1, f2], window="hamming", fs=sr), b)
     gain_db = _uniform(rng, min_g, max_g)
-    _, h = signal.freqz(b, 1, worN=512, fs=sr)
+    _, h = _signal().freqz(b, 1, worN=512, fs=sr)
     return (10.0 ** (gain_db / 20.0)) * b / np.max(np.abs(h)), gain_db
 
 
@@ -252,6 +251,13 @@ def draw(
 # ---------------------------------------------------------------- applying
 
 
+def _signal():
+    """scipy.signal, imported on first use: it costs every build worker ~0.5 s at start-up otherwise."""
+    from scipy import signal
+
+    return signal
+
+
 def _l2(x: np.ndarray) -> float:
     """L2 norm by numpy's own (single-threaded, pairwise) sum: BLAS dot can change bits with its thread count."""
     return float(np.sqrt(np.sum(x * x)))
@@ -260,7 +266,7 @@ def _l2(x: np.ndarray) -> float:
 def _fir_same(x: np.ndarray, b: np.ndarray) -> np.ndarray:
     """FIR filter ``x`` with linear-phase taps ``b`` (odd length), compensating the (len-1)/2 delay."""
     d = (b.size - 1) // 2
-    return signal.oaconvolve(x, b, mode="full")[d : d + x.size]
+    return _signal().oaconvolve(x, b, mode="full")[d : d + x.size]
 
 
 def _lnl_sum(x: np.ndarray, filters: tuple[np.ndarray, ...]) -> np.ndarray:

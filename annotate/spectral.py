@@ -139,9 +139,12 @@ def istft(spec, length: int, cfg: STFTConfig = DEFAULT_STFT):
 
 
 def log_magnitude(spec):
-    """Natural log of |S|, clamped at :data:`LOG_FLOOR`; works on numpy or torch complex input."""
+    """Natural log of |S|, clamped at :data:`LOG_FLOOR`; numpy or torch complex input (a real numpy array
+    is taken as |S| already)."""
     if isinstance(spec, np.ndarray):
-        return np.log(np.maximum(np.abs(spec), LOG_FLOOR)).astype(np.float32)
+        mag = np.abs(spec) if np.iscomplexobj(spec) else spec
+        out = np.maximum(mag, np.float32(LOG_FLOOR), dtype=np.float32)
+        return np.log(out, out=out)
     torch = _torch()
     return torch.log(torch.clamp(spec.abs(), min=LOG_FLOOR))
 
@@ -155,19 +158,14 @@ def gaussian_kernel(size: int, variance: float) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
-def _convolve_nearest(x: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
-    """Centred 1-D convolution with a symmetric kernel along ``axis``, edge values repeated, in x's dtype.
-
-    Shifted adds in float32, pairing the taps the symmetry makes equal: ~2x faster than scipy.ndimage here.
-    """
+def _valid_symmetric(xp: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
+    """'Valid' convolution of ``xp`` (already padded by len(kernel)//2 on ``axis``) with a symmetric kernel:
+    shifted adds in xp's dtype, the taps the symmetry makes equal paired."""
     r = len(kernel) // 2
     if not np.array_equal(kernel, kernel[::-1]):
         raise ValueError("the smoothing kernel must be symmetric")
-    n = x.shape[axis]
-    pad = [(0, 0)] * x.ndim
-    pad[axis] = (r, r)
-    xp = np.pad(x, pad, mode="edge")
-    sl = [slice(None)] * x.ndim
+    n = xp.shape[axis] - 2 * r
+    sl = [slice(None)] * xp.ndim
 
     def shifted(i: int) -> np.ndarray:
         sl[axis] = slice(i, i + n)
@@ -182,6 +180,12 @@ def _convolve_nearest(x: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarra
     return out
 
 
+def _pad_edge(x: np.ndarray, r: int, axis: int) -> np.ndarray:
+    pad = [(0, 0)] * x.ndim
+    pad[axis] = (r, r)
+    return np.pad(x, pad, mode="edge")
+
+
 def smooth(mag: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
     """G(M): the separable Gaussian of Eq. 2 on time-first spectrograms ``(..., frames, freq)``, edges
     extended by their nearest value; float32 in and out (float64 input stays float64)."""
@@ -190,7 +194,9 @@ def smooth(mag: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
         x = x.astype(np.float32, copy=False)
     kt = gaussian_kernel(cfg.time_size, cfg.time_var).astype(x.dtype)
     kf = gaussian_kernel(cfg.freq_size, cfg.freq_var).astype(x.dtype)
-    return _convolve_nearest(_convolve_nearest(x, kt, x.ndim - 2), kf, x.ndim - 1)
+    t_ax, f_ax = x.ndim - 2, x.ndim - 1
+    y = _valid_symmetric(_pad_edge(x, cfg.time_size // 2, t_ax), kt, t_ax)
+    return _valid_symmetric(_pad_edge(y, cfg.freq_size // 2, f_ax), kf, f_ax)
 
 
 def relative_difference(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
