@@ -38,7 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gamma-conv2d", type=float, default=0.1)
     g.add_argument("--gamma-linear", type=float, default=0.0, help="0 = ε-rule on linear layers")
     g = p.add_argument_group("SegDiff")
-    g.add_argument("--ddim-steps", type=int, default=None)
+    g.add_argument("--ddim-steps", type=int, default=None, help="DDIM with this many steps (default: full DDPM)")
+    g.add_argument("--max-batch", type=int, default=None,
+                   help="chains denoised together (default 8, cache-sized for a CPU; raise it on a GPU)")
+    g.add_argument("--hop", type=int, default=None, help="crop hop in frames (default: half the training crop)")
     return p
 
 
@@ -51,7 +54,8 @@ def _run(a: argparse.Namespace) -> int:
         from .explain import run_segdiff
 
         path = run_segdiff(a.method, a.checkpoint, a.dataset, a.split, a.output, seed=a.seed, limit=a.limit,
-                           n_samples=a.n_samples or 32, ddim_steps=a.ddim_steps, detector=a.detector, progress=not a.no_progress)
+                           n_samples=a.n_samples or 32, ddim_steps=a.ddim_steps, detector=a.detector, progress=not a.no_progress,
+                           max_batch=a.max_batch, hop=a.hop)
     else:
         from .attnlrp import LRPConfig
         from .explain import ExplainConfig, run

@@ -302,7 +302,7 @@ def run(cfg: ExplainConfig, out: str | Path, *, progress: bool = True, detector=
 
 def run_segdiff(method: str, checkpoint: str | None, dataset: str, split: str, out: str | Path, *, seed: int = 0,
                 limit: int | None = None, n_samples: int = 32, ddim_steps: int | None = None, detector: str | None = None,
-                progress: bool = True) -> Path:
+                progress: bool = True, max_batch: int | None = None, hop: int | None = None) -> Path:
     """SpecSegDiff / ADDSegDiff heatmaps through ``training.segdiff.infer.explain_split``."""
     if not checkpoint:
         raise ValueError(f"--method {method} needs --checkpoint CKPT (a `train segdiff` folder)")
@@ -315,5 +315,7 @@ def run_segdiff(method: str, checkpoint: str | None, dataset: str, split: str, o
     if kind != method:
         raise ValueError(f"{checkpoint} is a {kind} checkpoint (condition {seg_cfg.model.condition!r}); use --method {kind}")
     kw = {"detector": detector} if detector else {}
+    if max_batch is not None:
+        kw["max_batch"] = max_batch
     return Path(explain_split(checkpoint, dataset, split, out, n_samples=n_samples, ddim_steps=ddim_steps, seed=seed,
-                              limit=limit, progress=progress, **kw))
+                              limit=limit, progress=progress, hop=hop, **kw))
