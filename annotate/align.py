@@ -165,10 +165,12 @@ def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: ST
 
 
 def align(real: np.ndarray, spoof: np.ndarray, mag_real: np.ndarray, mag_spoof: np.ndarray,
-          stft_cfg: STFTConfig = DEFAULT_STFT, cfg: AlignConfig = AlignConfig()) -> Alignment:
-    """Align ``spoof`` to ``real`` given their (unaligned) time-first magnitude spectrograms."""
+          stft_cfg: STFTConfig = DEFAULT_STFT, cfg: AlignConfig = AlignConfig(),
+          real_features: np.ndarray | None = None) -> Alignment:
+    """Align ``spoof`` to ``real`` given their (unaligned) time-first magnitude spectrograms
+    (``real_features``: the real's :func:`logmel_features`, when already computed)."""
     hop = stft_cfg.hop_length
-    fr_full = logmel_features(mag_real, stft_cfg, cfg.n_mels)
+    fr_full = real_features if real_features is not None else logmel_features(mag_real, stft_cfg, cfg.n_mels)
     fs_full = logmel_features(mag_spoof, stft_cfg, cfg.n_mels)
     fr, fs = _pool(fr_full, cfg.pool), _pool(fs_full, cfg.pool)
     fps = stft_cfg.sample_rate / (hop * max(cfg.pool, 1))

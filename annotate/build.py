@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .align import AlignConfig, AlignmentError, align
+from .align import AlignConfig, AlignmentError, align, logmel_features
 from .audio import AudioError, encode_flac, load
 from .dataset import ShardWriter, features
 from .rawboost import RawBoostConfig
@@ -109,18 +109,48 @@ def rawboost_plan(pair_id: str, cfg: BuildConfig) -> list[tuple[int, int, int]]:
     return plan
 
 
-def annotate_pair(pair: Pair, cfg: BuildConfig) -> list[dict]:
-    """All rows of one pair (one per augmentation copy). Raises AudioError/AlignmentError to reject it."""
-    sr = cfg.stft.sample_rate
+@dataclass(frozen=True)
+class RealSide:
+    """A real utterance decoded, resampled and analysed once: shared by every spoof of it in a shard
+    (shards group pairs by real utterance), which saves ~1.5 ms of each further pair."""
+
+    path: str
+    signal: np.ndarray
+    spec: np.ndarray  # complex STFT, time-first
+    mag: np.ndarray  # |spec|
+    features: np.ndarray  # alignment log-mel frames
+
+
+def real_side(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> RealSide:
+    """The pair's :class:`RealSide`, from ``reuse`` (one entry: the last real seen) or computed."""
+    if reuse is not None and pair.real_path in reuse:
+        return reuse[pair.real_path]
     try:
-        real, _ = load(pair.real_path, sr, resample_quality=cfg.resample_quality, min_sr=cfg.min_sample_rate)
+        x, _ = load(pair.real_path, cfg.stft.sample_rate, resample_quality=cfg.resample_quality,
+                    min_sr=cfg.min_sample_rate)
     except AudioError as e:
         raise AudioError(f"real {e}") from None
+    spec = stft(x, cfg.stft)
+    mag = np.abs(spec)
+    side = RealSide(pair.real_path, x, spec, mag, logmel_features(mag, cfg.stft, cfg.align.n_mels))
+    if reuse is not None:
+        reuse.clear()
+        reuse[pair.real_path] = side
+    return side
+
+
+def annotate_pair(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> list[dict]:
+    """All rows of one pair (one per augmentation copy). Raises AudioError/AlignmentError to reject it.
+
+    ``reuse``: a dict the caller keeps across the pairs of a shard, holding the last real's analysis."""
+    sr = cfg.stft.sample_rate
+    rs = real_side(pair, cfg, reuse)
+    real, spec_r = rs.signal, rs.spec
     spoof, _ = load(pair.spoof_path, sr, resample_quality=cfg.resample_quality, min_sr=cfg.min_sample_rate)
     if min(len(real), len(spoof)) < 4 * cfg.stft.n_fft:
         raise AudioError(f"too short: {min(len(real), len(spoof))} samples at {sr} Hz")
-    spec_r, spec_s = stft(real, cfg.stft), stft(spoof, cfg.stft)
-    al = align(real, spoof, np.abs(spec_r), np.abs(spec_s), cfg.stft, cfg.align)
+    spec_s = stft(spoof, cfg.stft)
+    al = align(real, spoof, rs.mag, np.abs(spec_s), cfg.stft, cfg.align, real_features=rs.features)
     real_a, spoof_a = al.apply(real, spoof)
     rows = []
     for copy, algo, seed in rawboost_plan(pair.id, cfg):
@@ -202,9 +232,10 @@ def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict
     with store.writing(f"data/{task.name}.parquet") as local_tmp:
         writer = ShardWriter(local_tmp, schema, metadata={"build": public_config(cfg)}, atomic=False)
         try:
+            reuse: dict = {}
             for pair in task.pairs:
                 try:
-                    rows = annotate_pair(pair, cfg)
+                    rows = annotate_pair(pair, cfg, reuse)
                 except (AudioError, AlignmentError) as e:
                     rejects.append(Reject(pair.id, pair.spoof_path, str(e), stage="annotate").to_dict())
                     continue
@@ -240,10 +271,11 @@ def _peak_rss_mb() -> float:
 
 
 def plan_shards(pairs: list[Pair], shard_size: int) -> list[ShardTask]:
-    """Group pairs per split (sorted by id) into fixed-size shards with their final names."""
+    """Group pairs per split into fixed-size shards with their final names. Within a split pairs are
+    ordered by real utterance (then id), so the spoofs of one real are neighbours and share its analysis."""
     tasks = []
     for split in sorted({p.split for p in pairs}):
-        ps = sorted((p for p in pairs if p.split == split), key=lambda p: p.id)
+        ps = sorted((p for p in pairs if p.split == split), key=lambda p: (p.utt_id, p.real_path, p.id))
         n = max(1, math.ceil(len(ps) / shard_size))
         for i in range(n):
             tasks.append(ShardTask(f"{split}-{i:05d}-of-{n:05d}", split, tuple(ps[i * shard_size : (i + 1) * shard_size])))

@@ -1,7 +1,8 @@
 """Build throughput, measured side by side in one run (this machine is noisy: read the ratios).
 
 Prints, for the demo corpus (or ``--source/--root``):
-  floor   read + resample + 2 STFTs per pair, one process, one thread
+  floor   read + resample + 2 STFTs per pair, one process, one thread (a build analyses each real
+          once per shard for all its spoofs, so with several vocoders per real it saves part of this)
   1 / 2 workers   end-to-end `annotate build` (WAV -> Parquet): per core (spoof audio seconds per CPU
                   second of the workers, robust to other load) and wall clock, both while the workers
                   run (first shard start to last shard end) and including process start-up
@@ -27,6 +28,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+
+
+def _link(path: str, folder: Path) -> Path:
+    """``folder/<name>`` pointing at ``path`` (created once)."""
+    folder.mkdir(exist_ok=True)
+    link = folder / Path(path).name
+    if not link.exists():
+        link.symlink_to(path)
+    return link
 
 
 def floor_rtf(pairs, sr: int) -> float:
@@ -111,10 +121,11 @@ def main() -> None:
     sr = cfg.stft.sample_rate
     tmp = Path(tempfile.mkdtemp(prefix="vocmask-perf-"))
     try:
-        # a manifest pins exactly these pairs for every build below
+        # a manifest pins exactly these pairs for every build below; each repeat reaches the real files
+        # through its own symlinks, so a real is shared only by its own spoofs, as in the corpus
         man = tmp / "pairs.tsv"
-        man.write_text("real_path\tspoof_path\tvocoder\tspeaker\tsplit\n" + "".join(
-            f"{p.real_path}\t{p.spoof_path}\t{p.vocoder}{'_r%d' % k if k else ''}\t{p.speaker}\t{p.split or ''}\n"
+        man.write_text("real_path\tspoof_path\tvocoder\tspeaker\tsplit\tutt_id\n" + "".join(
+            f"{_link(p.real_path, tmp / f'r{k}')}\t{p.spoof_path}\t{p.vocoder}\t{p.speaker}\t{p.split or ''}\t{p.utt_id}_r{k}\n"
             for k in range(a.repeat) for p in pairs))
         mcfg = replace(cfg, source="manifest", root=str(man), real_root=None)
         fl = floor_rtf(pairs, sr)

@@ -175,3 +175,27 @@ def test_show_and_stats(demo_ds, tmp_path):
     s = stats(demo_ds)
     assert s["rows"] == sum(r["rows"] for r in s["by_split_vocoder"])
     assert abs(s["mask_coverage"] - 0.05) < 0.005
+
+
+def test_spoofs_of_one_real_share_its_analysis_and_give_the_same_rows(demo_corpus, monkeypatch):
+    import annotate.build as B
+    from annotate.sources import read_source
+
+    pairs, _ = read_source("librisevoc", str(demo_corpus))
+    tasks = B.plan_shards([p for p in pairs if p.split == "test"], shard_size=64)
+    ps = list(tasks[0].pairs[:6])
+    # shards keep the spoofs of one real utterance together
+    assert [p.utt_id for p in ps] == sorted(p.utt_id for p in ps) and ps[0].utt_id == ps[1].utt_id == ps[2].utt_id
+    cfg = BuildConfig(source="librisevoc", root=str(demo_corpus))
+    fresh = [B.annotate_pair(p, cfg)[0] for p in ps]
+    loads = []
+    real_load = B.load
+    monkeypatch.setattr(B, "load", lambda path, *a, **k: (loads.append(path), real_load(path, *a, **k))[1])
+    reuse: dict = {}
+    shared = [B.annotate_pair(p, cfg, reuse)[0] for p in ps]
+    n_reals = len({p.real_path for p in ps})
+    assert len(loads) == len(ps) + n_reals  # every spoof, but each real once
+    for a, b in zip(fresh, shared):
+        for key in ("mask", "diff", "spoof_logmag"):
+            np.testing.assert_array_equal(a[key], b[key])
+        assert a["offset"] == b["offset"] and a["real_audio"]["bytes"] == b["real_audio"]["bytes"]
