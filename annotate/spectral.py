@@ -80,7 +80,7 @@ def stft(x, cfg: STFTConfig = DEFAULT_STFT):
     """Complex STFT, time-first: ``(..., frames, n_freq)``. numpy in -> numpy out (complex64)."""
     torch = _torch()
     is_np = isinstance(x, np.ndarray)
-    if is_np and x.ndim > 1 and x.shape[0] > 1 and x.size // x.shape[-1] > 1:
+    if is_np and x.ndim > 1 and x.size // max(x.shape[-1], 1) > 1:
         # one call per signal: torch's batched CPU FFT is up to 10x slower per signal here
         flat = x.reshape(-1, x.shape[-1])
         return np.stack([stft(row, cfg) for row in flat]).reshape(*x.shape[:-1], cfg.n_frames(x.shape[-1]), cfg.n_freq)
@@ -225,8 +225,10 @@ def quantile(d: np.ndarray, q: float) -> float:
     k = int(np.floor(pos))
     k2 = min(k + 1, n - 1)
     gamma = pos - k
+    if np.isnan(flat).any():
+        return np.quantile(flat, q)  # NaN propagates, as numpy's does
     lo = hi = None
-    if n >= 4096 and not np.isnan(flat).any():
+    if n >= 4096:
         sample = flat[:: max(1, n // 2048)]
         m = len(sample)
         a = max(0, int(k / n * m) - 2 * int(np.sqrt(m)) - 2)

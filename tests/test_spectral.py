@@ -120,3 +120,11 @@ def test_flac_quantisation_matches_libsndfile():
     assert encode_flac(x, 16000) == ref.getvalue()
     y, sr = decode_bytes(encode_flac(x, 16000))
     assert sr == 16000 and np.abs(y - np.clip(x, -1, 1)).max() <= 1 / 32768  # +1.0 saturates at 32767
+
+
+def test_fast_quantile_propagates_nan_like_numpy():
+    from annotate.spectral import quantile
+
+    x = np.random.default_rng(8).standard_normal(10000).astype(np.float32)
+    x[17] = np.nan
+    assert np.isnan(quantile(x, 0.95)) and np.isnan(np.quantile(x, 0.95))
