@@ -31,9 +31,12 @@ import numpy as np
 
 
 def _link(path: str, folder: Path) -> Path:
-    """``folder/<name>`` pointing at ``path`` (created once)."""
+    """A link in ``folder`` pointing at ``path`` (created once; named by the whole path, so same-named
+    files of different folders stay apart)."""
+    import hashlib
+
     folder.mkdir(exist_ok=True)
-    link = folder / Path(path).name
+    link = folder / f"{hashlib.sha1(str(path).encode()).hexdigest()[:12]}_{Path(path).name}"
     if not link.exists():
         link.symlink_to(path)
     return link
@@ -104,7 +107,8 @@ def main() -> None:
     ap.add_argument("--sizes", action="store_true", help="also compare worker peak memory at 1x and 4x corpus size")
     ap.add_argument("--shard-size", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=8,
-                    help="list each pair this many times (as distinct vocoder names) so worker start-up amortises")
+                    help="list each pair this many times (each repeat with its own utterance ids and links to the "
+                         "real files, so reals are shared only as in the corpus) so worker start-up amortises")
     a = ap.parse_args()
 
     from annotate.build import BuildConfig
