@@ -118,11 +118,25 @@ def dtw_frame_offset(fr: np.ndarray, fs: np.ndarray, window: int) -> float:
     return float(np.median(core[:, 1] - core[:, 0]))
 
 
-def _rfft_magnitude(frames, win):
-    """|rfft(frames * win)|: torch's FFT (~10x numpy's here), numpy's complex abs (~10x torch's)."""
+@lru_cache(maxsize=4)
+def _hann(n: int) -> np.ndarray:
     import torch
 
-    return np.abs(torch.fft.rfft(torch.from_numpy(frames) * win).numpy())
+    return torch.hann_window(n, periodic=True).numpy()
+
+
+def _log_spectra(frames: np.ndarray, floor: np.float32 | None) -> np.ndarray:
+    """log(|rfft(frames * hann)| + floor) in place on ``frames`` (a gathered copy); ``floor=None``: |rfft| only.
+
+    torch's FFT (~10x numpy's here) with numpy's complex abs (~10x torch's), float32 throughout."""
+    import torch
+
+    frames *= _hann(frames.shape[-1])
+    mag = np.abs(torch.fft.rfft(torch.from_numpy(frames)).numpy())
+    if floor is None:
+        return mag
+    mag += floor
+    return np.log(mag, out=mag)
 
 
 def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: STFTConfig, cfg: AlignConfig) -> int:
@@ -133,8 +147,6 @@ def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: ST
     ± one step of the previous best with more frames (a quarter, a half, then all ``refine_frames``):
     the distance is smooth over a few ms, so the coarse levels only need to find its basin.
     """
-    import torch
-
     n_fft, hop = cfg.refine_n_fft or stft_cfg.n_fft, stft_cfg.hop_length
     radius = int(round(cfg.refine_hops * hop))
     # real frame starts (uncentred) such that every candidate spoof frame lies inside the spoof
@@ -143,18 +155,19 @@ def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: ST
     if hi <= lo:
         return coarse
     starts = np.unique(np.linspace(lo, hi, num=min(cfg.refine_frames, hi - lo + 1)).astype(np.int64))
-    win = torch.hann_window(n_fft, periodic=True)
     frames_r = np.lib.stride_tricks.sliding_window_view(np.asarray(real, dtype=np.float32), n_fft)
     frames_s = np.lib.stride_tricks.sliding_window_view(np.asarray(spoof, dtype=np.float32), n_fft)
-    ref_mag = _rfft_magnitude(frames_r[starts], win)
-    floor = np.float32(max(float(ref_mag.max()), 1e-8) * 10 ** (cfg.refine_floor_db / 20))
-    ref = np.log(ref_mag + floor)
+    ref = _log_spectra(frames_r[starts], None)
+    floor = np.float32(max(float(ref.max()), 1e-8) * 10 ** (cfg.refine_floor_db / 20))
+    ref += floor
+    np.log(ref, out=ref)
 
     def cost(shifts: np.ndarray, every: int) -> np.ndarray:
         st, rf = starts[::every], ref[::every]
-        segs = frames_s[(st[None, :] + shifts[:, None]).reshape(-1)]
-        spec = np.log(_rfft_magnitude(segs, win) + floor).reshape(len(shifts), len(st), -1)
-        return np.abs(spec - rf[None]).mean(axis=(1, 2))
+        spec = _log_spectra(frames_s[(st[None, :] + shifts[:, None]).reshape(-1)], floor)
+        spec = spec.reshape(len(shifts), len(st), -1)
+        spec -= rf[None]
+        return np.abs(spec, out=spec).mean(axis=(1, 2))
 
     best, lo_s, hi_s = coarse, coarse - radius, coarse + radius
     for step, every in ((16, 4), (4, 2), (1, 1)):

@@ -249,7 +249,7 @@ def quantile(d: np.ndarray, q: float) -> float:
 
 def threshold(d: np.ndarray, q: float = DEFAULT_MASK.quantile) -> np.ndarray:
     """Binary mask of the values strictly above the per-utterance ``q`` quantile."""
-    return (d > quantile(d, q)).astype(np.uint8)
+    return np.greater(d, quantile(d, q)).view(np.uint8)  # bool and uint8 share a byte: no copy
 
 
 def artifact_mask(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> tuple[np.ndarray, np.ndarray]:
