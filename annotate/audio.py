@@ -45,7 +45,9 @@ def encode_flac(x: np.ndarray, sr: int) -> bytes:
 
     Quantised here as libsndfile would (round(x * 32768), saturating), which is ~25% faster than handing
     it floats (same samples); FLAC level 0 encodes 10% faster than the default and, on speech, is no bigger."""
-    pcm = np.clip(np.rint(np.asarray(x, dtype=np.float32) * np.float32(32768.0)), -32768, 32767).astype(np.int16)
+    y = np.multiply(x, np.float32(32768.0), dtype=np.float32)
+    np.rint(y, out=y)
+    pcm = np.clip(y, -32768, 32767, out=y).astype(np.int16)
     buf = io.BytesIO()
     sf.write(buf, pcm, sr, format="FLAC", subtype="PCM_16", compression_level=FLAC_LEVEL)
     return buf.getvalue()

@@ -204,8 +204,11 @@ def relative_difference(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskCo
     if mag_spoof.shape != mag_real.shape:
         raise ValueError(f"spectrogram shapes differ: spoof {mag_spoof.shape} vs real {mag_real.shape}")
     gs, gb = smooth(np.stack([mag_spoof, mag_real]).astype(np.float32, copy=False), cfg)
-    d = np.abs(gs - gb)
-    d /= np.abs(gb) + np.float32(cfg.eps)
+    d = np.subtract(gs, gb)
+    np.abs(d, out=d)
+    np.abs(gb, out=gb)  # gb is ours: reuse it for the denominator
+    gb += np.float32(cfg.eps)
+    d /= gb
     return d
 
 
