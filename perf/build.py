@@ -8,7 +8,8 @@ Prints, for the demo corpus (or ``--source/--root``):
                   run (first shard start to last shard end) and including process start-up
   machine         how much two concurrent CPU-bound processes get done relative to one, right now
                   (2.0 on two free cores; a shared host gives less, and caps the 2-worker ratio)
-as seconds of spoof audio per second (x real time). ``--sizes`` also builds 1x and 4x subsets and
+as seconds of spoof audio per second (x real time), each the median over ``--rounds`` back-to-back rounds
+(the host drifts by +-30% over minutes). ``--sizes`` also builds 1x and 4x subsets and
 prints the peak RSS of each worker process, which must stay flat as the corpus grows.
 
     python perf/build.py                    # demo corpus
@@ -64,23 +65,35 @@ def floor_rtf(pairs, sr: int) -> float:
     return secs / dt
 
 
-def _spin(n: int = 3_000_000) -> float:
+def _spin(barrier, out, n: int = 3_000_000) -> None:
+    barrier.wait()
     t = time.perf_counter()
     s = 0
     for i in range(n):
         s += i
-    return time.perf_counter() - t
+    out.put(time.perf_counter() - t)
+
+
+def _spin_together(k: int) -> float:
+    """Seconds the slowest of ``k`` processes takes for the same CPU-bound loop, all started together."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    barrier, out = ctx.Barrier(k), ctx.Queue()
+    procs = [ctx.Process(target=_spin, args=(barrier, out)) for _ in range(k)]
+    for p in procs:
+        p.start()
+    times = [out.get() for _ in procs]
+    for p in procs:
+        p.join()
+    return max(times)
 
 
 def machine_scaling() -> float:
     """Throughput of two concurrent CPU-bound processes relative to one: what 2 workers can hope for here
-    (a shared or busy host gives well under 2)."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    with ProcessPoolExecutor(2) as ex:
-        list(ex.map(_spin, [100, 100]))  # start both processes first
-        one = min(ex.submit(_spin).result() for _ in range(3))
-        two = min(max(ex.map(_spin, [3_000_000, 3_000_000])) for _ in range(3))
+    (a shared or busy host gives well under 2). Best of three tries each."""
+    one = min(_spin_together(1) for _ in range(3))
+    two = min(_spin_together(2) for _ in range(3))
     return 2 * one / two
 
 
@@ -106,6 +119,7 @@ def main() -> None:
     ap.add_argument("--limit", type=int, default=None, help="use the first N pairs (by id)")
     ap.add_argument("--sizes", action="store_true", help="also compare worker peak memory at 1x and 4x corpus size")
     ap.add_argument("--shard-size", type=int, default=16)
+    ap.add_argument("--rounds", type=int, default=3, help="measurement rounds; medians are printed (default 3)")
     ap.add_argument("--repeat", type=int, default=8,
                     help="list each pair this many times (each repeat with its own utterance ids and links to the "
                          "real files, so reals are shared only as in the corpus) so worker start-up amortises")
@@ -132,21 +146,39 @@ def main() -> None:
             f"{_link(p.real_path, tmp / f'r{k}')}\t{p.spoof_path}\t{p.vocoder}\t{p.speaker}\t{p.split or ''}\t{p.utt_id}_r{k}\n"
             for k in range(a.repeat) for p in pairs))
         mcfg = replace(cfg, source="manifest", root=str(man), real_root=None)
-        fl = floor_rtf(pairs, sr)
-        machine = machine_scaling()
-        r1 = run_build(mcfg, 1, tmp / "w1")
-        r2 = run_build(mcfg, 2, tmp / "w2")
-        print(f"pairs: {len(pairs)} x {a.repeat} ({r1['hours'] * 3600:.0f} s of spoof audio), source {a.source}")
+        # rounds of (floor, machine, 1 worker, 2 workers) back to back: the host's speed drifts by +-30% over
+        # minutes here, so each ratio is taken within a round and the medians over rounds are printed
+        rounds = []
+        for k in range(a.rounds):
+            fl = floor_rtf(pairs, sr)
+            machine = machine_scaling()
+            r1 = run_build(mcfg, 1, tmp / "w1")
+            r2 = run_build(mcfg, 2, tmp / "w2")
+            rounds.append({"floor": fl, "machine": machine, "r1": r1, "r2": r2})
+            print(f"round {k + 1}: floor {fl:.0f}x, 1 worker {r1['per_core_rtf']:.0f}x per core, "
+                  f"2 workers {r2['per_core_rtf']:.0f}x per core, 2/1 throughput {r2['steady_rtf'] / r1['steady_rtf']:.2f}x "
+                  f"(machine {machine:.2f}x)", flush=True)
+
+        def med(f) -> float:
+            return float(np.median([f(r) for r in rounds]))
+
+        hours = rounds[0]["r1"]["hours"]
+        print(f"pairs: {len(pairs)} x {a.repeat} ({hours * 3600:.0f} s of spoof audio), source {a.source}; "
+              f"medians over {a.rounds} round(s)")
         print(f"{'':<30}{'x real time':>12}")
-        print(f"{'floor (read+resample+2 STFT)':<30}{fl:>12.0f}")
-        for name, r in (("1 worker", r1), ("2 workers", r2)):
-            print(f"{name + ', per core (CPU time)':<30}{r['per_core_rtf']:>12.0f}   "
-                  f"wall: {r['steady_rtf']:.0f} while workers run, {r['wall_rtf']:.0f} incl. start-up")
-        print(f"1 worker end-to-end / floor: {r1['per_core_rtf'] / fl:.2f}")
-        print(f"2 workers / 1 worker throughput: {r2['steady_rtf'] / r1['steady_rtf']:.2f}x while workers run, "
-              f"{r2['wall_rtf'] / r1['wall_rtf']:.2f}x incl. start-up  (target >= 1.8)")
-        print(f"   this machine right now: 2 processes of a CPU-bound loop run {machine:.2f}x one")
-        print(f"target >= 300x per core with 1 worker: {'met' if r1['per_core_rtf'] >= 300 else 'NOT met'}")
+        print(f"{'floor (read+resample+2 STFT)':<30}{med(lambda r: r['floor']):>12.0f}")
+        for name, key in (("1 worker", "r1"), ("2 workers", "r2")):
+            print(f"{name + ', per core (CPU time)':<30}{med(lambda r: r[key]['per_core_rtf']):>12.0f}   "
+                  f"wall: {med(lambda r: r[key]['steady_rtf']):.0f} while workers run, "
+                  f"{rounds[0][key]['wall_rtf']:.0f} incl. start-up (round 1)")
+        per_core = med(lambda r: r["r1"]["per_core_rtf"])
+        print(f"1 worker end-to-end / floor: {med(lambda r: r['r1']['per_core_rtf'] / r['floor']):.2f}")
+        cold = rounds[0]  # later rounds reuse joblib's warm worker pool, so start-up counts in round 1 only
+        print(f"2 workers / 1 worker throughput: {med(lambda r: r['r2']['steady_rtf'] / r['r1']['steady_rtf']):.2f}x while "
+              f"workers run; {cold['r2']['wall_rtf'] / cold['r1']['wall_rtf']:.2f}x incl. start-up (round 1, cold)  "
+              f"(target >= 1.8)")
+        print(f"   this machine: 2 processes of a CPU-bound loop run {med(lambda r: r['machine']):.2f}x one")
+        print(f"target >= 300x per core with 1 worker: {'met' if per_core >= 300 else 'NOT met'}")
         if a.sizes:
             # each size in a fresh process tree, so worker peaks are not carried over between builds
             n = max(8, len(pairs))
