@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .dataset import SHARD_RE, build_config, shard_paths
+from .show import save_figure
 
 WITHHELD_COLUMNS = ("mask", "diff")
 BENCHMARK_CONFIG = "benchmark"  # config holding the test split when its masks are withheld
@@ -377,11 +378,7 @@ def mask_figure(ds: str | Path, ids: list[str], out: str | Path) -> Path:
         ax.set_ylabel("kHz", fontsize=8)
         ax.tick_params(labelsize=7)
     axes[-1, 0].set_xlabel("time (s)", fontsize=8)
-    fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=90)
 
 
 # ----------------------------------------------------------------------------------------------- template + YAML

@@ -51,11 +51,19 @@ def show(ds: str | Path, row_id: str, out: str | Path | None = None) -> Path:
         ax.set_ylabel("kHz")
     axes[-1].set_xlabel("time (s)")
     fig.suptitle(f"{row_id}  ({row['vocoder']}, speaker {row['speaker']}, {row['split']}, offset {row['offset']} samples)", fontsize=10)
+    return save_figure(fig, out or f"{row_id}.png")
+
+
+def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
+    """Lay out, write (creating the folder) and close a matplotlib figure; returns the PNG's path."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
-    out = Path(out) if out else Path(f"{row_id}.png")
-    fig.savefig(out, dpi=110)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
-    return out
+    return path
 
 
 def stats(ds: str | Path) -> dict:

@@ -10,6 +10,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from annotate.show import save_figure
+
 from .data import AudioStore, Item, index_split, windows
 from .model import Wav2Vec2AASIST, load_detector
 
@@ -112,12 +114,7 @@ def plot(items: Sequence[Item], scores: np.ndarray, path: str | Path, title: str
     b.set_title("DET per vocoder")
     b.legend(fontsize=8)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def evaluate(detector: str | Path | Wav2Vec2AASIST, ds: str | Path, split: str = "test", out: str | Path | None = None,

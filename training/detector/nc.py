@@ -8,6 +8,8 @@ from typing import Sequence
 
 import numpy as np
 
+from annotate.show import save_figure
+
 
 def class_means(emb: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """(2, E): row 0 = mean bona fide embedding, row 1 = mean spoof embedding."""
@@ -113,9 +115,4 @@ def plot_pca(emb: np.ndarray, labels: np.ndarray, means: np.ndarray, path: str |
     ax.set_ylabel(f"PC2 ({100 * pca.explained_variance_ratio_[1]:.0f}%)")
     ax.legend(fontsize=8)
     ax.set_title(title or "penultimate embeddings (PCA) and class means")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
