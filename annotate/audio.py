@@ -15,6 +15,17 @@ class AudioError(Exception):
     """A file that cannot become a clean mono signal; the message is the reject reason."""
 
 
+def _read(path: str) -> tuple[np.ndarray, int]:
+    """``sf.read(path, dtype="float32", always_2d=True)``, bit for bit. 16-bit PCM (most corpora) is read
+    as int16 and scaled here by 2**-15, as libsndfile does: a third of the cost of its float path."""
+    with sf.SoundFile(path) as f:
+        if f.subtype != "PCM_16":
+            return f.read(dtype="float32", always_2d=True), f.samplerate
+        x = f.read(dtype="int16", always_2d=True).astype(np.float32)
+    x *= np.float32(1.0 / 32768.0)
+    return x, f.samplerate
+
+
 def load(path: str, target_sr: int, *, resample_quality: str = "HQ", min_sr: int = 8000) -> tuple[np.ndarray, int]:
     """Decode ``path`` as float32 mono at ``target_sr``; returns ``(signal, original_rate)``.
 
@@ -22,7 +33,7 @@ def load(path: str, target_sr: int, *, resample_quality: str = "HQ", min_sr: int
     channel, non-finite samples, a header rate below ``min_sr`` (too little bandwidth to annotate).
     """
     try:
-        x, sr = sf.read(path, dtype="float32", always_2d=True)
+        x, sr = _read(path)
     except Exception as e:  # soundfile raises several types for corrupt headers
         msg = str(e).splitlines()[0][:120] if str(e) else ""
         raise AudioError(f"unreadable audio: {type(e).__name__} {msg}".rstrip()) from None

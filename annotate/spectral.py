@@ -158,6 +158,13 @@ def gaussian_kernel(size: int, variance: float) -> np.ndarray:
     return (k / k.sum()).astype(np.float32)
 
 
+@lru_cache(maxsize=8)
+def _mask_kernels(cfg: MaskConfig) -> tuple[np.ndarray, np.ndarray]:
+    kt, kf = gaussian_kernel(cfg.time_size, cfg.time_var), gaussian_kernel(cfg.freq_size, cfg.freq_var)
+    kt.flags.writeable = kf.flags.writeable = False
+    return kt, kf
+
+
 def _valid_symmetric(xp: np.ndarray, kernel: np.ndarray, axis: int) -> np.ndarray:
     """'Valid' convolution of ``xp`` (already padded by len(kernel)//2 on ``axis``) with a symmetric kernel:
     shifted adds in xp's dtype, the taps the symmetry makes equal paired."""
@@ -199,10 +206,20 @@ def smooth(mag: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
     return _valid_symmetric(_pad_edge(y, cfg.freq_size // 2, f_ax), kf, f_ax)
 
 
-def relative_difference(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
-    """D of Eq. 2: the smoothed absolute difference normalised by the smoothed real magnitude."""
+def relative_difference(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskConfig = DEFAULT_MASK,
+                        compiled: bool = True) -> np.ndarray:
+    """D of Eq. 2: the smoothed absolute difference normalised by the smoothed real magnitude.
+
+    ``compiled``: float32 (frames, freq) inputs go through :mod:`annotate.kernels` (same bits, ~2x faster);
+    the numpy code below is the reference."""
     if mag_spoof.shape != mag_real.shape:
         raise ValueError(f"spectrogram shapes differ: spoof {mag_spoof.shape} vs real {mag_real.shape}")
+    if compiled and mag_spoof.ndim == 2 and mag_spoof.dtype == mag_real.dtype == np.float32:
+        from .kernels import relative_difference_2d
+
+        d = relative_difference_2d(mag_spoof, mag_real, *_mask_kernels(cfg), cfg.eps)
+        if d is not None:
+            return d
     gs, gb = smooth(np.stack([mag_spoof, mag_real]).astype(np.float32, copy=False), cfg)
     d = np.subtract(gs, gb)
     np.abs(d, out=d)
