@@ -256,7 +256,7 @@ def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict
     part = {"shard": task.name, "split": task.split, "pairs": len(task.pairs), "rows": writer.rows,
             "rejects": rejects, "seconds_audio": seconds, "offsets": offsets,
             "seconds_taken": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
-            "started": started, "finished": time.time(),
+            "started": started, "finished": time.time(), "worker_pid": os.getpid(),
             "peak_rss_mb": _peak_rss_mb()}
     store.write_text(f".parts/{task.name}.json", json.dumps(part))  # last: marks the shard done
     return part

@@ -131,7 +131,12 @@ def run_build(cfg, workers: int, out: Path) -> dict:
     busy = sum(p["cpu_seconds"] for p in parts)
     audio = sum(p["seconds_audio"] for p in parts)
     span = max(p["finished"] for p in parts) - min(p["started"] for p in parts)  # workers busy, start-up excluded
+    by_worker: dict = {}
+    for p in parts:
+        by_worker.setdefault(p.get("worker_pid"), []).append(p)
+    stagger = max(min(p["started"] for p in ps) for ps in by_worker.values()) - min(p["started"] for p in parts)
     return {"wall_rtf": s["realtime_factor"], "per_core_rtf": audio / busy, "steady_rtf": audio / span,
+            "stagger_s": stagger, "span_s": span,
             "peak_rss_mb": max(p.get("peak_rss_mb", 0) for p in parts), "rows": s["rows_out"],
             "hours": s["hours_audio"]}
 
@@ -183,7 +188,8 @@ def main() -> None:
             rounds.append({"floor": fl, "floor_write": flw, "machine": machine, "r1": r1, "r2": r2})
             print(f"round {k + 1}: floor {fl:.0f}x, 1 worker {r1['per_core_rtf']:.0f}x per core, "
                   f"2 workers {r2['per_core_rtf']:.0f}x per core, 2/1 throughput {r2['steady_rtf'] / r1['steady_rtf']:.2f}x "
-                  f"(machine {machine:.2f}x)", flush=True)
+                  f"(machine {machine:.2f}x; 2nd worker's first shard {r2['stagger_s']:.2f} s after the first's, "
+                  f"of {r2['span_s']:.1f} s)", flush=True)
 
         def med(f) -> float:
             return float(np.median([f(r) for r in rounds]))
