@@ -199,8 +199,7 @@ def smooth(mag: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
     x = np.asarray(mag)
     if x.dtype != np.float64:
         x = x.astype(np.float32, copy=False)
-    kt = gaussian_kernel(cfg.time_size, cfg.time_var).astype(x.dtype)
-    kf = gaussian_kernel(cfg.freq_size, cfg.freq_var).astype(x.dtype)
+    kt, kf = (k.astype(x.dtype) for k in _mask_kernels(cfg))
     t_ax, f_ax = x.ndim - 2, x.ndim - 1
     y = _valid_symmetric(_pad_edge(x, cfg.time_size // 2, t_ax), kt, t_ax)
     return _valid_symmetric(_pad_edge(y, cfg.freq_size // 2, f_ax), kf, f_ax)
@@ -214,7 +213,7 @@ def relative_difference(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskCo
     the numpy code below is the reference."""
     if mag_spoof.shape != mag_real.shape:
         raise ValueError(f"spectrogram shapes differ: spoof {mag_spoof.shape} vs real {mag_real.shape}")
-    if compiled and mag_spoof.ndim == 2 and mag_spoof.dtype == mag_real.dtype == np.float32:
+    if compiled:
         from .kernels import relative_difference_2d
 
         d = relative_difference_2d(mag_spoof, mag_real, *_mask_kernels(cfg), cfg.eps)
