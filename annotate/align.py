@@ -4,7 +4,8 @@ Two stages (DESIGN §3): (1) DTW (dtaidistance, C path, Sakoe-Chiba window) on m
 frames gives the frame-level offset as the median diagonal of the warping path — robust to trimmed
 edge silences and to vocoders that do not keep phase; (2) the offset is refined to the sample by
 searching ± ``refine_hops`` hops for the shift that minimises the log-magnitude distance of the two
-spectrograms on the most energetic frames. Masks are fragile to misalignment (4 ms halves their IoU),
+spectrograms on frames spread over the overlap, each bin's mean log ratio removed (so the spoof's level
+does not move the result). Masks are fragile to misalignment (4 ms halves their IoU),
 so stage 2 is not optional by default.
 
 Convention: ``offset = (position of some content in the spoof) - (its position in the real)``, in
@@ -139,10 +140,14 @@ def _log_spectra(frames: np.ndarray, floor: np.float32 | None) -> np.ndarray:
     return np.log(mag, out=mag)
 
 
-def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: STFTConfig, cfg: AlignConfig) -> int:
-    """Sample shift near ``coarse`` minimising the mean |log|S_spoof| - log|S_real|| (log floored at
-    ``refine_floor_db`` re the real's peak bin) over frames spread evenly across the overlap.
+def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: STFTConfig, cfg: AlignConfig,
+                  level: float = 1.0) -> int:
+    """Sample shift near ``coarse`` minimising the mean |log|S_spoof| - log|S_real|| over frames spread evenly
+    across the overlap, after removing each frequency bin's mean log ratio (over those frames).
 
+    The per-bin mean removal makes the search blind to a vocoder's level and fixed EQ: a spoof scaled by any
+    gain gets the same shift (tested). Logs are floored at ``refine_floor_db`` re the real's peak bin; the
+    spoof's floor is that times ``level`` (the spoof/real magnitude ratio), so a gain moves both alike.
     Coarse-to-fine: steps of 16, 4, then 1 sample over ± ``refine_hops`` hops, each level searching
     ± one step of the previous best with more frames (a quarter, a half, then all ``refine_frames``):
     the distance is smooth over a few ms, so the coarse levels only need to find its basin.
@@ -158,15 +163,17 @@ def refine_offset(real: np.ndarray, spoof: np.ndarray, coarse: int, stft_cfg: ST
     frames_r = np.lib.stride_tricks.sliding_window_view(np.asarray(real, dtype=np.float32), n_fft)
     frames_s = np.lib.stride_tricks.sliding_window_view(np.asarray(spoof, dtype=np.float32), n_fft)
     ref = _log_spectra(frames_r[starts], None)
-    floor = np.float32(max(float(ref.max()), 1e-8) * 10 ** (cfg.refine_floor_db / 20))
-    ref += floor
+    floor = max(float(ref.max()), 1e-8) * 10 ** (cfg.refine_floor_db / 20)
+    floor_s = np.float32(max(floor * level, 1e-12))
+    ref += np.float32(floor)
     np.log(ref, out=ref)
 
     def cost(shifts: np.ndarray, every: int) -> np.ndarray:
         st, rf = starts[::every], ref[::every]
-        spec = _log_spectra(frames_s[(st[None, :] + shifts[:, None]).reshape(-1)], floor)
+        spec = _log_spectra(frames_s[(st[None, :] + shifts[:, None]).reshape(-1)], floor_s)
         spec = spec.reshape(len(shifts), len(st), -1)
         spec -= rf[None]
+        spec -= spec.mean(axis=1, keepdims=True)  # per shift and bin: the level/EQ term
         return np.abs(spec, out=spec).mean(axis=(1, 2))
 
     best, lo_s, hi_s = coarse, coarse - radius, coarse + radius
@@ -194,7 +201,8 @@ def align(real: np.ndarray, spoof: np.ndarray, mag_real: np.ndarray, mag_spoof: 
         raise AlignmentError(f"alignment failed: offset {coarse / stft_cfg.sample_rate:.2f} s exceeds max_offset_s={cfg.max_offset_s}")
     offset = coarse
     if cfg.refine:
-        offset = refine_offset(real, spoof, coarse, stft_cfg, cfg)
+        level = float(np.mean(mag_spoof)) / max(float(np.mean(mag_real)), 1e-12)
+        offset = refine_offset(real, spoof, coarse, stft_cfg, cfg, level)
     real_start, spoof_start = max(0, -offset), max(0, offset)
     length = min(len(real) - real_start, len(spoof) - spoof_start)
     shorter = min(len(real), len(spoof))

@@ -118,6 +118,15 @@ class RealSide:
     spec: np.ndarray  # complex STFT, time-first
     mag: np.ndarray  # |spec|
     features: np.ndarray  # alignment log-mel frames
+    flac: dict = field(default_factory=dict, compare=False)  # (start, length) -> FLAC bytes of that aligned slice
+
+    def encode_slice(self, start: int, length: int, sr: int) -> bytes:
+        """FLAC bytes of ``signal[start:start+length]``, encoded once per slice: spoofs that keep the real's
+        timing share it (vocoders that pad to their hop often align at offset 0 with the same length)."""
+        key = (start, length)
+        if key not in self.flac:
+            self.flac[key] = encode_flac(self.signal[start : start + length], sr)
+        return self.flac[key]
 
 
 def real_side(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> RealSide:
@@ -173,7 +182,8 @@ def annotate_pair(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> li
                 "source": pair.source,
                 "split": pair.split,
                 "spoof_audio": {"bytes": encode_flac(s, sr), "path": os.path.basename(pair.spoof_path)},
-                "real_audio": {"bytes": encode_flac(r, sr), "path": os.path.basename(pair.real_path)},
+                "real_audio": {"bytes": rs.encode_slice(al.real_start, al.length, sr) if not algo else encode_flac(r, sr),
+                               "path": os.path.basename(pair.real_path)},
                 "spoof_logmag": log_magnitude(mag_sa),
                 "mask": mask,
                 "diff": _float16(d),

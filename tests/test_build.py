@@ -199,3 +199,52 @@ def test_spoofs_of_one_real_share_its_analysis_and_give_the_same_rows(demo_corpu
         for key in ("mask", "diff", "spoof_logmag"):
             np.testing.assert_array_equal(a[key], b[key])
         assert a["offset"] == b["offset"] and a["real_audio"]["bytes"] == b["real_audio"]["bytes"]
+
+
+def test_real_flac_is_encoded_once_per_aligned_slice(demo_corpus, tmp_path, monkeypatch):
+    """Spoofs that keep the real's timing share the real's FLAC bytes (one encode), and a differently trimmed
+    spoof gets its own slice: rows as without sharing."""
+    import soundfile as sf
+
+    import annotate.build as B
+    from annotate.sources.base import Pair
+
+    real, sr = sf.read(sorted((demo_corpus / "gt").glob("*.wav"))[0], dtype="float32")
+    sf.write(tmp_path / "real.wav", real, sr)
+    trim = sr // 4
+    spoofs = [real, real.copy(), real[trim:]]  # two keep the real's timing; one is trimmed: another slice of the real
+    pairs = []
+    for i, s in enumerate(spoofs):
+        sf.write(tmp_path / f"s{i}.wav", s, sr)
+        pairs.append(Pair(id=f"v{i}__u", utt_id="u", real_path=str(tmp_path / "real.wav"),
+                          spoof_path=str(tmp_path / f"s{i}.wav"), vocoder=f"v{i}", speaker="spk", split="test",
+                          source="manifest"))
+    cfg = BuildConfig(source="manifest")
+    fresh = [B.annotate_pair(p, cfg)[0] for p in pairs]
+    encoded = []
+    real_encode = B.encode_flac
+    monkeypatch.setattr(B, "encode_flac", lambda x, sr: (encoded.append(len(x)), real_encode(x, sr))[1])
+    reuse: dict = {}
+    shared = [B.annotate_pair(p, cfg, reuse)[0] for p in pairs]
+    assert [r["offset"] for r in shared] == [0, 0, -(trim * 16000 // sr)]
+    assert len(encoded) == 3 + 2  # three spoofs; the real twice (the full slice once, the trimmed slice once)
+    for a, b in zip(fresh, shared):
+        assert a["real_audio"]["bytes"] == b["real_audio"]["bytes"] and a["spoof_audio"]["bytes"] == b["spoof_audio"]["bytes"]
+
+
+def test_sample_alignment_ignores_the_spoofs_level(demo_corpus):
+    """A vocoder that changes loudness must not move the alignment: the same offset at any spoof gain
+    (the log-spectral search removes each bin's mean log ratio; before that, 2 dB moved offsets by up to 6 ms)."""
+    from annotate.align import align
+    from annotate.audio import load
+    from annotate.sources import read_source
+    from annotate.spectral import stft
+
+    pairs, _ = read_source("librisevoc", str(demo_corpus))
+    for p in pairs[::8]:
+        real, _ = load(p.real_path, 16000)
+        spoof, _ = load(p.spoof_path, 16000)
+        mag_real = np.abs(stft(real))
+        offsets = {g: align(real, spoof * np.float32(g), mag_real, np.abs(stft(spoof * np.float32(g)))).offset
+                   for g in (1.0, 0.5, 0.8, 1.25)}
+        assert len(set(offsets.values())) == 1, (p.id, offsets)
