@@ -112,7 +112,7 @@ def parquet_options(schema: pa.Schema) -> dict:
     """Per-column Parquet encoding, chosen by measurement (write cost and size per 3 s row):
 
     - ``spoof_logmag``: byte-stream split + LZ4 — smaller than zstd on plain floats, at a third of its cost;
-    - ``diff`` (float16): LZ4 — half-floats barely compress, and zstd doubles the write time;
+    - ``diff`` (float16): uncompressed — LZ4 saved <1% of its bytes for 0.12 ms/row, zstd 15% for 0.26 ms;
     - ``mask``: zstd — 0/1 values stored as INT32 shrink ~60x;
     - audio bytes: uncompressed (FLAC already is); small string/scalar columns: zstd, dictionaries for strings.
     """
@@ -125,7 +125,7 @@ def parquet_options(schema: pa.Schema) -> dict:
                 compression[f"{f.name}.{sub.name}"] = "none" if sub.name == "bytes" else "zstd"
         elif f.name not in ARRAY_COLUMNS:
             compression[f.name] = "zstd"
-    codecs = {"spoof_logmag": "lz4", "diff": "lz4", "mask": "zstd"}
+    codecs = {"spoof_logmag": "lz4", "diff": "none", "mask": "zstd"}
     compression.update({_leaf(n): c for n, c in codecs.items() if n in names})
     split = [_leaf("spoof_logmag")] if "spoof_logmag" in names else False
     return dict(compression=compression, use_dictionary=strings, write_statistics=strings,

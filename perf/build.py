@@ -44,10 +44,10 @@ def _link(path: str, folder: Path) -> Path:
     return link
 
 
-def floor_rtf(pairs, sr: int, write: bool = False) -> float:
+def floor_rtf(pairs, sr: int, write: bool = False, shard_size: int = 64) -> float:
     """x real time of the unavoidable work: decode + resample both files, STFT both; ``write`` adds what any
     build must also do with its results (DESIGN §9's floor): two FLAC encodes and a Parquet row of the
-    three Array2D columns (filled from those STFTs) in shards of 16 rows."""
+    three Array2D columns (filled from those STFTs) in shards of ``shard_size`` rows, as the builds below."""
     import tempfile
 
     import torch
@@ -81,7 +81,7 @@ def floor_rtf(pairs, sr: int, write: bool = False) -> float:
                           "spoof_logmag": log_magnitude(ms), "mask": np.greater(ms, mr).view(np.uint8), "diff": _float16(mr),
                           "num_samples": n, "offset": 0, "align_score": 1.0, "rawboost": 0, "rawboost_seed": 0,
                           "augment_copy": 0})
-            if (i + 1) % 16 == 0:  # shards of 16 rows, as the builds below
+            if (i + 1) % shard_size == 0:
                 writer.close()
                 writer = ShardWriter(Path(tmp) / f"f-{i + 1}.parquet", schema)
         if writer is not None:
@@ -148,7 +148,8 @@ def main() -> None:
     ap.add_argument("--real-root", default=None)
     ap.add_argument("--limit", type=int, default=None, help="use the first N pairs (by id)")
     ap.add_argument("--sizes", action="store_true", help="also compare worker peak memory at 1x and 4x corpus size")
-    ap.add_argument("--shard-size", type=int, default=16)
+    ap.add_argument("--shard-size", type=int, default=None,
+                    help="pairs per shard (default: the build's own default, as `annotate build` runs)")
     ap.add_argument("--rounds", type=int, default=3, help="measurement rounds; medians are printed (default 3)")
     ap.add_argument("--repeat", type=int, default=8,
                     help="list each pair this many times (each repeat with its own utterance ids and links to the "
@@ -158,7 +159,9 @@ def main() -> None:
     from annotate.build import BuildConfig
     from annotate.sources import read_source
 
-    cfg = BuildConfig(source=a.source, root=a.root, real_root=a.real_root, shard_size=a.shard_size)
+    cfg = BuildConfig(source=a.source, root=a.root, real_root=a.real_root)
+    if a.shard_size:
+        cfg = replace(cfg, shard_size=a.shard_size)
     pairs, _ = read_source(a.source, a.root, real_root=a.real_root)
     if a.source == "demo" and a.root is None:
         from annotate.sources.demo import resolved_root
@@ -181,7 +184,7 @@ def main() -> None:
         rounds = []
         for k in range(a.rounds):
             fl = floor_rtf(pairs, sr)
-            flw = floor_rtf(pairs, sr, write=True)
+            flw = floor_rtf(pairs, sr, write=True, shard_size=cfg.shard_size)
             machine = machine_scaling()
             r1 = run_build(mcfg, 1, tmp / "w1")
             r2 = run_build(mcfg, 2, tmp / "w2")
@@ -223,7 +226,7 @@ def main() -> None:
                     for r in range(reps) for p in pairs[:n]))
                 out = tmp / f"size{k}"
                 subprocess.run([sys.executable, "-m", "annotate.cli", "build", "--source", "manifest", "--root", str(m),
-                                "--out", str(out), "--workers", "2", "--shard-size", str(a.shard_size), "--no-progress"],
+                                "--out", str(out), "--workers", "2", "--shard-size", str(cfg.shard_size), "--no-progress"],
                                check=True, capture_output=True)
                 s = json.loads((out / "summary.json").read_text())
                 print(f"corpus {k}: {s['rows_out']} rows ({s['hours_audio'] * 60:.1f} min), "
