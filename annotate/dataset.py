@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .spectral import DEFAULT_STFT
+from .storage import UncachedFile
 
 SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet$")
 ARRAY_COLUMNS = {"spoof_logmag": "float32", "mask": "uint8", "diff": "float16"}
@@ -152,7 +153,8 @@ class ShardWriter:
         self._buffer: list[dict] = []
         self.rows = 0
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self.tmp, schema, **parquet_options(schema))
+        self._file = UncachedFile(self.tmp)
+        self._writer = pq.ParquetWriter(self._file, schema, **parquet_options(schema))
 
     def write(self, row: dict) -> None:
         self._buffer.append(row)
@@ -169,12 +171,14 @@ class ShardWriter:
     def close(self) -> Path:
         self._flush()
         self._writer.close()
+        self._file.close()
         if self.tmp != self.path:
             os.replace(self.tmp, self.path)
         return self.path
 
     def abort(self) -> None:
         self._writer.close()
+        self._file.close()
         self.tmp.unlink(missing_ok=True)
 
 
