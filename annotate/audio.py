@@ -1,4 +1,5 @@
-"""Audio I/O: decode with soundfile (its header gives the rate), check, resample with soxr, encode FLAC."""
+"""Audio I/O: decode with soundfile (its header gives the rate), check, resample with soxr, encode FLAC
+(with :mod:`annotate.flac`, ~2.5x faster than libsndfile's encoder; any FLAC decoder reads it)."""
 from __future__ import annotations
 
 import io
@@ -7,8 +8,7 @@ import numpy as np
 import soundfile as sf
 import soxr
 
-
-FLAC_LEVEL = 0.0  # libsndfile's 0..1 scale (FLAC levels 0..8)
+from . import flac
 
 
 class AudioError(Exception):
@@ -54,14 +54,12 @@ def load(path: str, target_sr: int, *, resample_quality: str = "HQ", min_sr: int
 def encode_flac(x: np.ndarray, sr: int) -> bytes:
     """16-bit FLAC bytes of a float signal (clipped to [-1, 1]).
 
-    Quantised here as libsndfile would (round(x * 32768), saturating), which is ~25% faster than handing
-    it floats (same samples); FLAC level 0 encodes 10% faster than the default and, on speech, is no bigger."""
+    Quantised as libsndfile would (round(x * 32768), saturating): the samples equal those of
+    ``sf.write(..., format="FLAC", subtype="PCM_16")`` (tested)."""
     y = np.multiply(x, np.float32(32768.0), dtype=np.float32)
     np.rint(y, out=y)
     pcm = np.clip(y, -32768, 32767, out=y).astype(np.int16)
-    buf = io.BytesIO()
-    sf.write(buf, pcm, sr, format="FLAC", subtype="PCM_16", compression_level=FLAC_LEVEL)
-    return buf.getvalue()
+    return flac.encode(pcm, sr)
 
 
 def decode_bytes(data: bytes) -> tuple[np.ndarray, int]:

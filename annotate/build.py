@@ -210,11 +210,12 @@ def run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict:
     import torch
     from threadpoolctl import threadpool_limits
 
-    from .kernels import warm_up
+    from . import flac, kernels
 
     torch.set_num_threads(1)  # one core per worker: parallelism comes from the workers
     _keep_freed_memory()
-    warm_up()  # numba's import and the cached kernels load with the worker, not inside its first shard
+    kernels.warm_up()  # numba's import and the cached kernels load with the worker, not inside its first shard
+    flac.warm_up()
     with threadpool_limits(1):
         return _run_shard(task, cfg, out, schema)
 
