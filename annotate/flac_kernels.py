@@ -133,7 +133,8 @@ def zigzag_residuals(x, m, order, u):  # pragma: no cover - compiled
 
 @jit
 def rice_param(total, cnt):  # pragma: no cover - compiled
-    """Rice parameter (0-30) for ``cnt`` values adding up to ``total``, and its bits m(k+1) + total/2^k."""
+    """Rice parameter (0-30) for ``cnt`` values adding up to ``total``, and its bit count cnt(k+1) + total/2^k
+    (an upper bound: the sum of the quotients is at most the quotient of the sum)."""
     k = 0
     while k < 30 and (cnt << (k + 1)) <= total:  # 2^(k+1) <= mean: k = floor(log2(mean))
         k += 1

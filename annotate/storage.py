@@ -126,7 +126,7 @@ class UncachedFile:
 
     BLOCK = 4096  # O_DIRECT needs block-aligned addresses, sizes and offsets; 4096 covers 512-byte devices
 
-    def __init__(self, path: str | Path, buffer_size: int = 4 << 20):
+    def __init__(self, path: str | Path, buffer_size: int = 1 << 20):
         import mmap
 
         self.path = str(path)
