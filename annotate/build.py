@@ -211,11 +211,14 @@ def run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict:
     from threadpoolctl import threadpool_limits
 
     from . import flac, kernels
+    from .align import warm_up as load_dtw
 
     torch.set_num_threads(1)  # one core per worker: parallelism comes from the workers
     _keep_freed_memory()
-    kernels.warm_up()  # numba's import and the cached kernels load with the worker, not inside its first shard
+    # imports and compiled code load with the worker, not inside its first shard (cheap once loaded)
+    kernels.warm_up()
     flac.warm_up()
+    load_dtw()
     with threadpool_limits(1):
         return _run_shard(task, cfg, out, schema)
 
