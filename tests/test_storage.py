@@ -63,3 +63,23 @@ def test_shard_written_through_uncached_file_reads_back(tmp_path):
     pq.write_table(table, tmp_path / "b.parquet")
     assert (tmp_path / "a.parquet").read_bytes() == (tmp_path / "b.parquet").read_bytes()
     assert pq.read_table(tmp_path / "a.parquet").equals(table)
+
+
+def test_uncached_file_background_write_error_reaches_the_caller(tmp_path, monkeypatch):
+    """A write that fails on the helper thread (a full disk) raises in the writer's next call, not silently."""
+    real_write = os.write
+    calls = []
+
+    def write(fd, data):
+        calls.append(len(data))
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(storage.os, "write", write)
+    f = UncachedFile(tmp_path / "z.bin", buffer_size=4096)
+    with pytest.raises(OSError, match="No space"):
+        for _ in range(8):
+            f.write(bytes(4096))
+        f.close()
+    f.close()  # closing again after the error is harmless
