@@ -394,7 +394,10 @@ def build(cfg: BuildConfig, out: str | Path, *, workers: int = 1, overwrite: boo
         raise BuildError(f"no pairs found for source {cfg.source!r} under {cfg.root} ({len(read_rejects)} files rejected)")
     _prepare_out(store, cfg, overwrite)
     tasks = plan_shards(pairs, cfg.shard_size)
-    todo = [t for t in tasks if not _done(store, t)]
+    # the largest shards first (stable, so names break ties): the workers then finish together instead of
+    # one of them running a split's full last shard alone (longest-processing-time-first scheduling);
+    # contents never depend on the order
+    todo = sorted((t for t in tasks if not _done(store, t)), key=lambda t: -len(t.pairs))
     # a shard left from an older plan (different pair list) would be loaded alongside: remove it
     names = {f"{t.name}.parquet" for t in tasks}
     for name in store.listdir("data"):

@@ -72,6 +72,10 @@ def test_same_masks_with_one_and_two_workers(demo_corpus, tmp_path):
         outs.append(out)
     names = [[p.name for p in shard_paths(o)] for o in outs]
     assert names[0] == names[1] and len(names[0]) >= 3
+    # shards are dispatched largest first (the one worker ran them in dispatch order)
+    parts = sorted((json.loads(p.read_text()) for p in (outs[0] / ".parts").glob("*.json")), key=lambda p: p["started"])
+    sizes = [p["pairs"] for p in parts]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) > 1, sizes
     t1, t2 = (read_table(o) for o in outs)
     assert t1.num_rows == 15
     for col in ("id", "mask", "diff", "spoof_logmag", "offset", "spoof_audio"):
