@@ -15,8 +15,8 @@ import os
 import re
 import time
 from collections import Counter
-from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +25,7 @@ from . import __version__
 from .align import AlignConfig, AlignmentError, align, logmel_features
 from .audio import AudioError, encode_flac, load
 from .dataset import ShardWriter, features
+from .jobs import JobError, Task, run_tasks, stale_tasks
 from .rawboost import RawBoostConfig
 from .sources import Pair, Reject, read_source
 from .storage import Store
@@ -34,7 +35,7 @@ from .splits import assign_splits
 FLOAT16_MAX = 65504.0
 
 
-class BuildError(Exception):
+class BuildError(JobError):
     """A problem with the build as a whole (one line for the user, exit code 2)."""
 
 
@@ -73,12 +74,11 @@ class BuildConfig:
 
 
 @dataclass(frozen=True)
-class ShardTask:
-    """One shard: its final name and the pairs it holds."""
+class ShardTask(Task):
+    """One shard: its final name, its split and the pairs it holds (``items``: their ids)."""
 
-    name: str
-    split: str
-    pairs: tuple[Pair, ...]
+    split: str = ""
+    pairs: tuple[Pair, ...] = ()
 
 
 # ------------------------------------------------------------------------------------------- per pair
@@ -205,8 +205,8 @@ def _float16(d: np.ndarray) -> np.ndarray:
     return torch.from_numpy(d).clamp(max=FLOAT16_MAX).half().numpy()
 
 
-def run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict:
-    """Annotate one shard's pairs, write the shard atomically, then its ``.parts`` summary."""
+def run_shard(task: ShardTask, out: str, *, cfg: BuildConfig, schema=None) -> dict:
+    """Annotate one shard's pairs and write the shard atomically; returns its summary (``.parts`` record)."""
     import torch
     from threadpoolctl import threadpool_limits
 
@@ -268,11 +268,11 @@ def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict
             writer.abort()
             raise
     part = {"shard": task.name, "split": task.split, "pairs": len(task.pairs), "rows": writer.rows,
+            "outputs": [f"data/{task.name}.parquet"],
             "rejects": rejects, "seconds_audio": seconds, "offsets": offsets,
             "seconds_taken": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "started": started, "finished": time.time(), "worker_pid": os.getpid(),
             "peak_rss_mb": _peak_rss_mb()}
-    store.write_text(f".parts/{task.name}.json", json.dumps(part))  # last: marks the shard done
     return part
 
 
@@ -294,7 +294,8 @@ def plan_shards(pairs: list[Pair], shard_size: int) -> list[ShardTask]:
         ps = sorted((p for p in pairs if p.split == split), key=lambda p: (p.utt_id, p.real_path, p.id))
         n = max(1, math.ceil(len(ps) / shard_size))
         for i in range(n):
-            tasks.append(ShardTask(f"{split}-{i:05d}-of-{n:05d}", split, tuple(ps[i * shard_size : (i + 1) * shard_size])))
+            chunk = tuple(ps[i * shard_size : (i + 1) * shard_size])
+            tasks.append(ShardTask(f"{split}-{i:05d}-of-{n:05d}", tuple(p.id for p in chunk), split=split, pairs=chunk))
     return tasks
 
 
@@ -324,64 +325,9 @@ def _prepare_out(store: Store, cfg: BuildConfig, overwrite: bool) -> None:
     store.write_text("build.json", json.dumps(new, indent=2, sort_keys=True))
 
 
-def _done(store: Store, task: ShardTask) -> bool:
-    return store.exists(f"data/{task.name}.parquet") and store.exists(f".parts/{task.name}.json")
-
-
-BACKENDS = ("loky", "dask", "ray")
-
-
-@contextmanager
-def parallel_backend(backend: str | None, workers: int, scheduler: str | None = None):
-    """joblib configuration for ``backend``; yields the ``return_as`` mode that backend supports.
-
-    loky: local processes. dask: a ``distributed`` client on ``scheduler`` (``tcp://...``), or a local
-    cluster of ``workers`` single-threaded processes. ray: joblib's Ray backend (optional extra;
-    ``scheduler`` is the Ray address); it cannot stream results, so progress comes at the end.
-    """
-    from joblib import parallel_config
-
-    backend = backend or "loky"
-    if backend == "dask":
-        try:
-            from distributed import Client, LocalCluster
-        except ImportError:
-            raise BuildError("--backend dask needs dask.distributed: pip install 'vocmask[cluster]'") from None
-        with ExitStack() as stack:
-            # joblib's dask backend uses the active (default) client, so entering it is enough
-            if scheduler:
-                stack.enter_context(Client(scheduler))
-            else:
-                cluster = stack.enter_context(LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                                                           dashboard_address=None))
-                stack.enter_context(Client(cluster))
-            with parallel_config(backend="dask", n_jobs=-1 if scheduler else workers):
-                yield "generator_unordered"
-        return
-    if backend == "ray":
-        try:
-            import ray
-            from ray.util.joblib import register_ray
-        except ImportError:
-            raise BuildError("--backend ray needs Ray: pip install 'vocmask[ray]'") from None
-        register_ray()
-        if not ray.is_initialized():
-            ray.init(address=scheduler, num_cpus=None if scheduler else workers)
-        with parallel_config(backend="ray", n_jobs=workers):
-            yield "list"
-        return
-    if scheduler:
-        raise BuildError(f"--scheduler only applies to --backend dask or ray, not {backend}")
-    with parallel_config(backend=backend, n_jobs=workers):
-        yield "generator_unordered"
-
-
 def build(cfg: BuildConfig, out: str | Path, *, workers: int = 1, overwrite: bool = False,
           backend: str | None = None, scheduler: str | None = None, progress: bool = True) -> dict:
     """Run a (resumable) build into ``out``; returns the summary that is also saved as summary.json."""
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-
     t0 = time.perf_counter()
     store = Store(out)
     pairs, read_rejects = read_source(cfg.source, cfg.root, real_root=cfg.real_root)
@@ -394,23 +340,18 @@ def build(cfg: BuildConfig, out: str | Path, *, workers: int = 1, overwrite: boo
         raise BuildError(f"no pairs found for source {cfg.source!r} under {cfg.root} ({len(read_rejects)} files rejected)")
     _prepare_out(store, cfg, overwrite)
     tasks = plan_shards(pairs, cfg.shard_size)
-    # the largest shards first (stable, so names break ties): the workers then finish together instead of
-    # one of them running a split's full last shard alone (longest-processing-time-first scheduling);
-    # contents never depend on the order
-    todo = sorted((t for t in tasks if not _done(store, t)), key=lambda t: -len(t.pairs))
+    changed = stale_tasks(store, tasks)
+    if changed:
+        print(f"annotate build: the corpus changed since the interrupted run: redoing {len(changed)} shard(s) "
+              f"whose pairs differ ({', '.join(changed[:3])}{', ...' if len(changed) > 3 else ''})")
     # a shard left from an older plan (different pair list) would be loaded alongside: remove it
     names = {f"{t.name}.parquet" for t in tasks}
     for name in store.listdir("data"):
         if name.endswith(".parquet") and name not in names:
             store.remove(f"data/{name}")
-    bar = tqdm(total=sum(len(t.pairs) for t in tasks), initial=sum(len(t.pairs) for t in tasks if t not in todo),
-               unit="pair", desc=f"annotate {cfg.source}", disable=not progress)
     schema = features(cfg.stft.n_freq, cfg.stft.sample_rate).arrow_schema
-    with parallel_backend(backend, workers, scheduler) as return_as:
-        jobs = Parallel(return_as=return_as)(delayed(run_shard)(t, cfg, store.out, schema) for t in todo)
-        for part in jobs:
-            bar.update(part["pairs"])
-    bar.close()
+    run_tasks(tasks, partial(run_shard, cfg=cfg, schema=schema), store, workers=workers, backend=backend,
+              scheduler=scheduler, progress=progress, desc=f"annotate {cfg.source}", unit="pair")
     summary = finalize(store, tasks, read_rejects, pairs_in=len(pairs) + len(read_rejects),
                        seconds_taken=time.perf_counter() - t0, workers=workers, sample_rate=cfg.stft.sample_rate)
     return summary

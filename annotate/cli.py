@@ -81,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("stats", help="counts per split and vocoder, mask coverage, durations")
     p.add_argument("dataset")
     p.add_argument("--json", action="store_true")
+    from .partial import add_parser as _partial_parser
+
+    _partial_parser(sub)
     try:
         from . import publish  # noqa: F401  (card/publish, when present)
 
@@ -90,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     handlers = {"build": cmd_build, "show": cmd_show, "stats": cmd_stats}
     handler = handlers.get(a.cmd) or getattr(a, "handler", None)
-    from .build import BuildError
+    from .jobs import JobError
     from .sources.base import SourceError
 
     try:
         return handler(a)
-    except (SourceError, BuildError, FileNotFoundError, KeyError, ValueError) as e:
+    except (SourceError, JobError, FileNotFoundError, KeyError, ValueError) as e:
         msg = e.args[0] if isinstance(e, KeyError) and e.args else e
         print(f"annotate {a.cmd}: error: {msg}", file=sys.stderr)
         return 2
