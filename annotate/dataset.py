@@ -57,6 +57,40 @@ def features(n_freq: int = DEFAULT_STFT.n_freq, sample_rate: int = DEFAULT_STFT.
     )
 
 
+PARTIAL_COLUMNS = ("frame_labels", "spans")
+
+
+def partial_features(n_freq: int = DEFAULT_STFT.n_freq, sample_rate: int = DEFAULT_STFT.sample_rate):
+    """Row features of a partially spoofed dataset (``annotate partial``): :func:`features` plus
+
+    - ``frame_labels``: float32 per STFT frame of the row's grid, the spoofed fraction of the frame's cell
+      ``[f*hop - hop/2, f*hop + hop/2)`` (the cells partition the samples; the last cell runs to the end);
+    - ``spans``: the spoofed ``[start, end)`` sample ranges, crossfades included (empty for bona fide rows).
+
+    Datasets built by ``annotate build`` keep :func:`features`; readers tell the two apart by these columns."""
+    from datasets import Sequence, Value
+
+    feats = features(n_freq, sample_rate)
+    feats["frame_labels"] = Sequence(Value("float32"))
+    feats["spans"] = Sequence(Sequence(Value("int64")))
+    return feats
+
+
+def frame_cells(n_samples: int, hop: int, n_frames: int) -> np.ndarray:
+    """Sample edges ``(n_frames + 1,)`` of each frame's cell: frame f owns ``[edges[f], edges[f+1])``."""
+    edges = np.arange(n_frames + 1, dtype=np.int64) * hop - hop // 2
+    edges[0], edges[-1] = 0, n_samples
+    return np.clip(edges, 0, n_samples)
+
+
+def frame_labels_from_samples(labels: np.ndarray, hop: int, n_frames: int) -> np.ndarray:
+    """Per-frame spoofed fraction (float32) of a 0/1 per-sample label vector (see :func:`partial_features`)."""
+    edges = frame_cells(len(labels), hop, n_frames)
+    csum = np.concatenate([[0], np.cumsum(np.asarray(labels, dtype=np.int64))])
+    width = np.diff(edges)
+    return ((csum[edges[1:]] - csum[edges[:-1]]) / np.maximum(width, 1)).astype(np.float32)
+
+
 def _array2d_storage(arrays: Sequence[np.ndarray], dtype: str, n_freq: int) -> pa.ChunkedArray:
     """list<list<dtype>> arrow storage for time-first 2-D arrays, one chunk per array wrapping its buffer
     (no concatenated copy: the Parquet writer takes the chunks in turn, ~0.1 ms/row faster per column)."""
@@ -225,17 +259,22 @@ def array2d(cell, dtype=None) -> np.ndarray:
 def iter_rows(ds: str | Path, split: str | None = None, columns: Sequence[str] | None = None) -> Iterator[dict]:
     """Rows as dicts, Array2D columns as numpy arrays; reads one row group at a time."""
     for path in shard_paths(ds, split):
-        f = pq.ParquetFile(path)
-        for g in range(f.num_row_groups):
-            table = f.read_row_group(g, columns=list(columns) if columns else None)
-            names = table.column_names
-            cols = {n: table.column(n) for n in names}
-            for i in range(table.num_rows):
-                row = {}
-                for n in names:
-                    cell = cols[n][i]
-                    row[n] = array2d(cell) if n in ARRAY_COLUMNS else cell.as_py()
-                yield row
+        yield from iter_shard_rows(path, columns)
+
+
+def iter_shard_rows(path: str | Path, columns: Sequence[str] | None = None) -> Iterator[dict]:
+    """The rows of one shard file, as :func:`iter_rows` yields them."""
+    f = pq.ParquetFile(path)
+    for g in range(f.num_row_groups):
+        table = f.read_row_group(g, columns=list(columns) if columns else None)
+        names = table.column_names
+        cols = {n: table.column(n) for n in names}
+        for i in range(table.num_rows):
+            row = {}
+            for n in names:
+                cell = cols[n][i]
+                row[n] = array2d(cell) if n in ARRAY_COLUMNS else cell.as_py()
+            yield row
 
 
 def build_config(ds: str | Path) -> dict:
