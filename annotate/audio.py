@@ -26,17 +26,21 @@ def _read(path: str) -> tuple[np.ndarray, int]:
     return x, f.samplerate
 
 
-def load(path: str, target_sr: int, *, resample_quality: str = "HQ", min_sr: int = 8000) -> tuple[np.ndarray, int]:
+def load(path: str, target_sr: int, *, resample_quality: str = "HQ", min_sr: int = 8000,
+         mixdown: bool = False) -> tuple[np.ndarray, int]:
     """Decode ``path`` as float32 mono at ``target_sr``; returns ``(signal, original_rate)``.
 
     Rejects (``AudioError``, message ``"<kind>: <detail>"``): unreadable or empty files, more than one
-    channel, non-finite samples, a header rate below ``min_sr`` (too little bandwidth to annotate).
+    channel (unless ``mixdown``: then the channels are averaged), non-finite samples, a header rate below
+    ``min_sr`` (too little bandwidth to annotate).
     """
     try:
         x, sr = _read(path)
     except Exception as e:  # soundfile raises several types for corrupt headers
         msg = str(e).splitlines()[0][:120] if str(e) else ""
         raise AudioError(f"unreadable audio: {type(e).__name__} {msg}".rstrip()) from None
+    if x.shape[1] != 1 and mixdown:
+        x = x.mean(axis=1, keepdims=True)
     if x.shape[1] != 1:
         raise AudioError(f"not mono: {x.shape[1]} channels (convert to mono first)")
     x = x[:, 0]

@@ -26,6 +26,8 @@ import soundfile as sf
 from scipy import signal
 from scipy.ndimage import gaussian_filter1d
 
+from .vocoders import f0_track as _f0_track, fit as _fit, intrinsic_delay, logmag_offset, lpc as voc_lpc, world as voc_world
+
 VERSION = "demo-v1"
 REVISION = 2  # bump when the generator's output changes, so ensure() rebuilds cached corpora
 MARKER = ".complete"
@@ -422,127 +424,6 @@ def voc_griffinlim(x: np.ndarray, sr: int, rng: np.random.Generator) -> np.ndarr
     mel = np.abs(_stft(x)) @ fb.T
     lin = np.maximum(mel @ inv.T, 1e-10)  # Tacotron-style mel inversion: phase and fine structure are lost
     return griffin_lim(lin, len(x), rng)
-
-
-def _f0_track(x: np.ndarray, sr: int, frame_period: float) -> tuple[np.ndarray, np.ndarray]:
-    import pyworld
-
-    f0, t = pyworld.dio(x, sr, f0_floor=60.0, f0_ceil=400.0, frame_period=frame_period)
-    return pyworld.stonemask(x, f0, t, sr), t
-
-
-def voc_world(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """WORLD (DIO + StoneMask, CheapTrick, D4C) with the envelope coded to 40 dims, then WORLD synthesis."""
-    import pyworld
-
-    f0, t = f0t
-    sp = pyworld.cheaptrick(x, f0, t, sr)
-    ap = pyworld.d4c(x, f0, t, sr)
-    fft_size = (sp.shape[1] - 1) * 2
-    sp = pyworld.decode_spectral_envelope(np.ascontiguousarray(pyworld.code_spectral_envelope(sp, sr, 40)), sr, fft_size)
-    ap = pyworld.decode_aperiodicity(np.ascontiguousarray(pyworld.code_aperiodicity(ap, sr)), sr, fft_size)
-    y = pyworld.synthesize(f0, sp, ap, sr, frame_period=1000.0 * (t[1] - t[0]))
-    return _fit(y, len(x))
-
-
-def lpc_frames(frames: np.ndarray, order: int) -> np.ndarray:
-    """All-pole coefficients ``[1, a1..ap]`` per row by the autocorrelation method (Levinson via solve_toeplitz)."""
-    from scipy import fft as sfft
-    from scipy.linalg import solve_toeplitz
-
-    n = frames.shape[1]
-    spec = sfft.rfft(frames, n=2 * n, axis=1)
-    r = sfft.irfft(np.abs(spec) ** 2, axis=1)[:, :order + 1]
-    r[:, 0] *= 1.0 + 1e-6  # white-noise correction keeps near-silent frames well conditioned
-    r[:, 0] += 1e-12
-    a = np.ones((len(frames), order + 1))
-    for i in range(len(frames)):
-        a[i, 1:] = -solve_toeplitz(r[i, :order], r[i, 1:order + 1])
-    return a
-
-
-def voc_lpc(x: np.ndarray, sr: int, rng: np.random.Generator, f0t: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Frame-wise LPC (order 24, 512-sample Hann frames, hop 128) driven by a pulse/noise excitation, overlap-add."""
-    n, win, hop, order = len(x), 512, 128, 24
-    f0, t = f0t
-    f0s = np.interp(np.arange(n) / sr, t, f0)
-    vs = np.interp(np.arange(n) / sr, t, (f0 > 0).astype(float))
-    f0s = np.where(f0s > 0, f0s, 100.0)
-    ph = np.cumsum(f0s / sr)
-    pulses = np.diff(np.floor(ph), prepend=0.0) * np.sqrt(sr / f0s)
-    exc = vs * pulses + (np.sqrt(1 - 0.9 * vs)) * rng.normal(0, 1, n)
-
-    w = np.hanning(win + 1)[:win]
-    pad = win // 2
-    xp = np.pad(x, (pad, pad + win))
-    ep = np.pad(exc, (pad, pad + win))
-    n_frames = 1 + n // hop
-    idx = np.arange(n_frames)[:, None] * hop + np.arange(win)[None, :]
-    frames = xp[idx] * w
-    a = lpc_frames(frames, order)
-    out = np.zeros(len(xp))
-    target = np.sqrt(np.mean(frames ** 2, axis=1))
-    for i in range(n_frames):
-        y = signal.lfilter([1.0], a[i], ep[idx[i]]) * w
-        rms = np.sqrt(np.mean(y ** 2))
-        if np.isfinite(rms) and rms > 0:
-            out[idx[i]] += y * (target[i] / rms)
-    return out[pad:pad + n] / (win / hop / 2)  # periodic Hann overlap-adds to win / (2 hop)
-
-
-def logmag_offset(real: np.ndarray, spoof: np.ndarray, *, center: int = 0, radius: int = 96, n_fft: int = 768,
-                  hop: int = 200, floor_db: float = -50.0, steps: tuple[int, ...] = (16, 4, 1)) -> float:
-    """Shift ``k`` (``spoof[n] ~ real[n - k]``) within ``center +- radius`` that minimises the mean absolute
-    log-magnitude STFT difference (floor ``floor_db`` re the real's peak bin), to a fraction of a sample.
-
-    Phase-free vocoders keep no waveform timing, so this spectral match is what defines their delay. The hop
-    (200) is deliberately not a divisor of the vocoders' 256, so frames sample every phase of their frame grid.
-    Coarse-to-fine over ``steps`` (the distance is smooth and unimodal over a few ms), then a parabola.
-    """
-    from scipy import fft as sfft
-
-    w = np.hanning(n_fft + 1)[:n_fft]
-    lo, hi = center - radius, center + radius
-    starts = np.arange(max(0, -lo), min(len(real), len(spoof) - hi) - n_fft + 1, hop)
-    if len(starts) < 4:
-        raise ValueError(f"signals too short ({len(real)}, {len(spoof)} samples) for an offset search of +-{radius}")
-    grid = np.arange(n_fft)[None, :]
-
-    def mag(x: np.ndarray, st: np.ndarray) -> np.ndarray:
-        return np.abs(sfft.rfft(x[st[:, None] + grid] * w, axis=1))
-
-    ref = mag(real, starts)
-    fl = ref.max() * 10 ** (floor_db / 20)
-    ref = np.log(ref + fl)
-    cache: dict[int, float] = {}
-
-    def dist(k: int) -> float:
-        if k not in cache:
-            cache[k] = float(np.mean(np.abs(ref - np.log(mag(spoof, starts + k) + fl))))
-        return cache[k]
-
-    best, a, b = center, lo, hi
-    for step in steps:
-        best = min(range(a, b + 1, step), key=dist)
-        a, b = max(lo, best - step), min(hi, best + step)
-    if lo < best < hi:
-        a, b, c = dist(best - 1), dist(best), dist(best + 1)
-        if a - 2 * b + c > 0:
-            return best + 0.5 * (a - c) / (a - 2 * b + c)
-    return float(best)
-
-
-def intrinsic_delay(real: np.ndarray, vocoded: np.ndarray, radius: int = 96) -> int:
-    """A vocoder's delay on one utterance (samples), measured on its output before any framing effect."""
-    d = logmag_offset(real, vocoded, radius=radius)
-    if abs(d) >= radius:
-        raise RuntimeError(f"vocoder delay not found within +-{radius} samples: the vocoded signal does not match its input")
-    return int(round(d))
-
-
-def _fit(y: np.ndarray, n: int) -> np.ndarray:
-    """Trim or zero-pad ``y`` at its end to ``n`` samples."""
-    return y[:n] if len(y) >= n else np.pad(y, (0, n - len(y)))
 
 
 def frame_effects(y: np.ndarray, rng: np.random.Generator, sr: int) -> tuple[np.ndarray, int]:

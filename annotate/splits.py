@@ -47,3 +47,24 @@ def assign_splits(pairs: list[Pair], policy: str = "official", seed: int = 0,
             split = _by_hash("utt:" + p.utt_id, seed, fractions)
         out.append(replace(p, split=split))
     return out
+
+
+def assign_groups(groups: list[str], seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+                  pinned: dict[str, str] | None = None) -> dict[str, str]:
+    """group (e.g. speaker) -> split, in proportion to ``fractions`` by count: groups are ordered by a seeded
+    hash and cut in that order, so with 3 or more groups dev and test each get at least one. ``pinned``
+    groups keep the split given there and count towards it."""
+    pinned = dict(pinned or {})
+    free = sorted((g for g in set(groups) if g not in pinned), key=lambda g: _unit_draw("grp:" + g, seed))
+    n = len(free) + len(pinned)
+    want = {"dev": round(fractions[1] * n), "test": round(fractions[2] * n)}
+    if n >= 3:
+        want = {k: max(1, v) for k, v in want.items()}
+    out = dict(pinned)
+    for split in ("test", "dev"):
+        k = max(0, want[split] - sum(1 for s in pinned.values() if s == split))
+        for g in free[:k]:
+            out[g] = split
+        free = free[k:]
+    out.update({g: "train" for g in free})
+    return out
