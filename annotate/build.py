@@ -21,13 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
+from . import FORMAT_VERSION
 from .align import AlignConfig, AlignmentError, align, logmel_features
 from .audio import AudioError, encode_flac, load
 from .dataset import ShardWriter, features
 from .jobs import JobError, Task, run_tasks, stale_tasks
 from .rawboost import RawBoostConfig
 from .sources import Pair, Reject, read_source
+from .sources.base import SPLITS
 from .storage import Store
 from .spectral import MaskConfig, STFTConfig, artifact_mask, log_magnitude, stft, stft_of_prefix
 from .splits import assign_splits
@@ -58,7 +59,7 @@ class BuildConfig:
     mask: MaskConfig = field(default_factory=MaskConfig)
     align: AlignConfig = field(default_factory=AlignConfig)
     rawboost: RawBoostConfig = field(default_factory=RawBoostConfig)
-    version: str = __version__
+    version: str = FORMAT_VERSION  # the dataset format (annotate.FORMAT_VERSION), not the package version
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -243,37 +244,55 @@ def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict
     if schema is None:
         schema = features(cfg.stft.n_freq, cfg.stft.sample_rate).arrow_schema
     rejects: list[dict] = []
-    seconds = 0.0
     offsets: list[int] = []
-    with store.writing(f"data/{task.name}.parquet") as local_tmp:
-        writer = ShardWriter(local_tmp, schema, metadata={"build": public_config(cfg)}, atomic=False)
-        try:
-            reuse: dict = {}
-            for pair in task.pairs:
-                try:
-                    rows = annotate_pair(pair, cfg, reuse)
-                except (AudioError, AlignmentError) as e:
-                    rejects.append(Reject(pair.id, pair.spoof_path, str(e), stage="annotate").to_dict())
-                    continue
-                except Exception as e:  # never lose the build to one odd pair
-                    rejects.append(Reject(pair.id, pair.spoof_path, f"unexpected error: {type(e).__name__}: {e}",
-                                          stage="annotate").to_dict())
-                    continue
-                for row in rows:
-                    writer.write(row)
-                    seconds += row["num_samples"] / cfg.stft.sample_rate
-                offsets.append(rows[0]["offset"])
-            writer.close()
-        except BaseException:
-            writer.abort()
-            raise
-    part = {"shard": task.name, "split": task.split, "pairs": len(task.pairs), "rows": writer.rows,
-            "outputs": [f"data/{task.name}.parquet"],
+    shard = f"data/{task.name}.parquet"
+    try:
+        with store.writing(shard) as local_tmp:
+            rows, seconds = _write_shard(task, cfg, local_tmp, schema, rejects, offsets)
+            if rows == 0:
+                raise _NoRows  # every pair rejected: no 0-row shard (`load_dataset` refuses those)
+    except _NoRows:
+        store.remove(shard)  # a shard of an earlier run under this name
+    part = {"shard": task.name, "split": task.split, "pairs": len(task.pairs), "rows": rows,
+            "outputs": [shard] if rows else [],
             "rejects": rejects, "seconds_audio": seconds, "offsets": offsets,
             "seconds_taken": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "started": started, "finished": time.time(), "worker_pid": os.getpid(),
             "peak_rss_mb": _peak_rss_mb()}
     return part
+
+
+class _NoRows(Exception):
+    """Raised inside a shard's atomic write to drop it: the shard has no rows."""
+
+
+def _write_shard(task: ShardTask, cfg: BuildConfig, local_tmp: str, schema, rejects: list[dict],
+                 offsets: list[int]) -> tuple[int, float]:
+    """Annotate ``task``'s pairs into the Parquet file ``local_tmp``; rejects and offsets are appended to the
+    lists given. Returns (rows written, seconds of audio written)."""
+    seconds = 0.0
+    writer = ShardWriter(local_tmp, schema, metadata={"build": public_config(cfg)}, atomic=False)
+    try:
+        reuse: dict = {}
+        for pair in task.pairs:
+            try:
+                rows = annotate_pair(pair, cfg, reuse)
+            except (AudioError, AlignmentError) as e:
+                rejects.append(Reject(pair.id, pair.spoof_path, str(e), stage="annotate").to_dict())
+                continue
+            except Exception as e:  # never lose the build to one odd pair
+                rejects.append(Reject(pair.id, pair.spoof_path, f"unexpected error: {type(e).__name__}: {e}",
+                                      stage="annotate").to_dict())
+                continue
+            for row in rows:
+                writer.write(row)
+                seconds += row["num_samples"] / cfg.stft.sample_rate
+            offsets.append(rows[0]["offset"])
+        writer.close()
+    except BaseException:
+        writer.abort()
+        raise
+    return writer.rows, seconds
 
 
 def _peak_rss_mb() -> float:
@@ -366,12 +385,16 @@ def finalize(store: Store, tasks: list[ShardTask], read_rejects: list[Reject], *
     rows_per_split = Counter()
     for p in parts:
         rows_per_split[p["split"]] += p["rows"]
+    planned = set(rows_per_split) | set(SPLITS)
+    order = {s: i for i, s in enumerate(SPLITS)}
+    empty = sorted((s for s in planned if not rows_per_split.get(s)), key=lambda s: (order.get(s, len(order)), s))
     offsets = np.array([o for p in parts for o in p["offsets"]], dtype=np.int64)
     seconds_audio = sum(p["seconds_audio"] for p in parts)
     summary = {
         "pairs_in": pairs_in,
         "rows_out": int(sum(rows_per_split.values())),
         "rows_per_split": dict(sorted(rows_per_split.items())),
+        "empty_splits": empty,  # splits without a single row (all their pairs rejected, or none in the corpus)
         "rejects": len(rejects),
         "rejects_by_reason": dict(Counter(reject_kind(r["reason"]) for r in rejects).most_common()),
         "hours_audio": seconds_audio / 3600,

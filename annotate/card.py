@@ -1,4 +1,4 @@
-"""`annotate card`: the Hub data card of a built dataset, from the source's template in ``datacards/``.
+"""`annotate card`: the Hub data card of a built dataset, from the source's template in ``annotate/datacards/``.
 
 A template is Markdown with a YAML front matter (the source's licence, language, tags, pretty name,
 and an optional ``vocmask:`` block read here and never published) and ``${name}`` placeholders that
@@ -22,10 +22,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from . import __version__
 from .dataset import SHARD_RE, build_config, shard_paths
 from .show import save_figure
 
-WITHHELD_COLUMNS = ("mask", "diff")
+# the withheld test config drops everything the masks can be rebuilt from: the mask, D, and the real twin
+# (mask = Eq. 2 of the spoof against its aligned real); the private key keeps mask and D
+WITHHELD_COLUMNS = ("mask", "diff", "real_audio")
+KEY_COLUMNS = ("mask", "diff")
 BENCHMARK_CONFIG = "benchmark"  # config holding the test split when its masks are withheld
 FIGURE_NAME = "mask_examples.png"
 ROW_FIGURE_NAME = "example_row.png"
@@ -51,9 +55,12 @@ class CardError(ValueError):
 
 
 def templates_dir() -> Path:
-    """``datacards/`` next to the package (``VOCMASK_DATACARDS`` overrides it)."""
+    """The package's ``annotate/datacards/`` (package data, so a regular install ships it; ``VOCMASK_DATACARDS``
+    overrides it)."""
+    from importlib.resources import files
+
     env = os.environ.get("VOCMASK_DATACARDS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "datacards"
+    return Path(env) if env else Path(str(files("annotate") / "datacards"))
 
 
 # ----------------------------------------------------------------------------------------------- statistics
@@ -139,7 +146,8 @@ def check_complete(ds: str | Path) -> dict[str, list[Path]]:
                             "shards — re-run `annotate build` to finish or clean the build")
     for split, ps in out.items():
         have = {int(SHARD_RE.match(p.name)["i"]) for p in ps}
-        missing = sorted(set(range(expected[split])) - have)
+        missing = sorted(i for i in set(range(expected[split])) - have
+                         if not _empty_shard(ds, f"{split}-{i:05d}-of-{expected[split]:05d}"))
         if missing:
             n = expected[split]
             raise CardError(f"{Path(ds) / 'data'}: split {split!r} lacks shard {split}-{missing[0]:05d}-of-{n:05d} "
@@ -147,6 +155,23 @@ def check_complete(ds: str | Path) -> dict[str, list[Path]]:
     if not out:
         raise FileNotFoundError(f"no shards in {Path(ds) / 'data'} (run `annotate build` first)")
     return dict(out)
+
+
+def _empty_shard(ds: str | Path, name: str) -> bool:
+    """True when the build finished shard ``name`` with no rows (every pair rejected), so wrote no file for it."""
+    try:
+        part = json.loads((Path(ds) / ".parts" / f"{name}.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return part.get("rows") == 0 and not part.get("outputs")
+
+
+def empty_splits(ds: str | Path) -> list[str]:
+    """Splits the build left without rows (from summary.json; empty if the build wrote none)."""
+    try:
+        return list(json.loads((Path(ds) / "summary.json").read_text()).get("empty_splits") or [])
+    except (OSError, ValueError):
+        return []
 
 
 # ----------------------------------------------------------------------------------------------- markdown blocks
@@ -291,14 +316,15 @@ def columns_text(withheld: bool) -> str:
     ]
     text = _table(["column", "type", "meaning"], rows)
     if withheld:
-        text += (f"\n\nThe `test` split (config `{BENCHMARK_CONFIG}`) has every column except `mask` and `diff`: "
-                 "its masks are withheld for the hidden-label benchmark.")
+        text += (f"\n\nThe `test` split (config `{BENCHMARK_CONFIG}`) has every column except `mask`, `diff` and "
+                 "`real_audio`: its masks are withheld for the hidden-label benchmark, and with them the real twins "
+                 "the masks could be recomputed from.")
     return text
 
 
 def usage_text(repo_id: str, withheld: bool) -> str:
     """How to load rows and decode their arrays and audio."""
-    test_line = (f'test = load_dataset("{repo_id}", "{BENCHMARK_CONFIG}", split="test")  # no mask / diff\n'
+    test_line = (f'test = load_dataset("{repo_id}", "{BENCHMARK_CONFIG}", split="test")  # no mask / diff / real_audio\n'
                  if withheld else "")
     return (
         "```python\n"
@@ -318,11 +344,17 @@ def withheld_text(withheld: bool, key_name: str | None = None) -> str:
     if not withheld:
         return ("All splits are public with their masks. Score an explanation method with "
                 "`benchmark score submission.parquet --dataset DS` (vocmask).")
-    return ("**Hidden-label benchmark.** The masks (`mask`, `diff`) of the `test` split are withheld: the public test "
-            "rows carry audio, spectrograms and metadata only. The organisers hold a private key file (Parquet: `id`, "
+    return ("**Hidden-label benchmark.** The masks (`mask`, `diff`) of the `test` split are withheld, and so are its "
+            "real twins (`real_audio`), from which `annotate` would recompute them: the public test rows carry the spoof "
+            "audio, its spectrogram and metadata only. The organisers hold a private key file (Parquet: `id`, "
             "`mask`, `diff`) and score submissions with `benchmark score submission.parquet --dataset DS --key KEY` "
             "(vocmask). A submission is a Parquet file with `id` and `heatmap` (float, same (frames, 257) grid as the row's "
-            "spectrogram) for every test id.")
+            "spectrogram) for every test id.\n\n"
+            "**The limit of withholding.** Where the real recordings are public themselves (LibriSeVoc's reals are "
+            "LibriTTS utterances, named by the row ids), a determined submitter can fetch them, align them to the "
+            "public spoofs and rebuild the test masks with vocmask. An organiser who needs a truly hidden test set "
+            "makes its spoofs from private real recordings (re-synthesised with `annotate resynth`) that are never "
+            "published, and withholds those.")
 
 
 def size_category(n: int) -> str:
@@ -520,9 +552,10 @@ def render_card(ds: str | Path, out: str | Path | None = None, *, repo_id: str |
         f"- **Vocoders** ({len(vocoders)}): {', '.join(vocoders)}",
         f"- **Speakers**: {len(speakers)}",
         f"- **Mask coverage**: {_pct(float(np.nanmean(cov)) if np.isfinite(cov).any() else np.nan)}% of time-frequency bins on average",
-        f"- **Built with** vocmask {cfg.get('version', '?')} from source `{source}`"
+        f"- **Built with** vocmask {__version__} (dataset format {cfg.get('version', '?')}) from source `{source}`"
         + (f"; test masks withheld (config `{BENCHMARK_CONFIG}`)" if withheld else ""),
-    ])
+    ] + ([f"- **Empty splits**: {', '.join(empty)} — no rows (no pairs in the corpus, or every pair rejected; "
+          "see the rejects below), so the dataset has no such split"] if (empty := empty_splits(ds)) else []))
     values = {
         "pretty_name": data.get("pretty_name") or f"vocmask {source}",
         "repo_id": repo,

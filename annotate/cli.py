@@ -7,8 +7,11 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from .console import quiet_broken_pipe
 from .sources import SOURCES
 from .splits import POLICIES
+
+EXAMPLE_ID = "griffinlim__4706_68436_000011_000000"  # a test row of the default demo (tests check it exists)
 
 
 def _build_parser(sub) -> None:
@@ -38,19 +41,58 @@ def _build_parser(sub) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def check_build_options(a) -> None:
+    """Every `annotate build` parameter in range, and --out writable, before anything is read or written."""
+    from .console import NON_NEGATIVE, POSITIVE, PROBABILITY, OptionError, Rule, between, check_options, check_writable
+
+    check_options(a, {"quantile": between(0.0, 1.0, open_lo=True, open_hi=True),
+                      "sample_rate": Rule(lambda v: 8000 <= v <= 384000, "must be a sample rate in Hz from 8000 to 384000"),
+                      "rawboost_prob": PROBABILITY, "shard_size": POSITIVE, "augment_copies": NON_NEGATIVE,
+                      "workers": POSITIVE, "seed": NON_NEGATIVE})
+    if a.augment_copies and not a.rawboost_algo:
+        raise OptionError(f"--augment-copies {a.augment_copies} needs a RawBoost algorithm: pass --rawboost-algo 1-8")
+    check_writable(a.out)
+
+
 def cmd_build(a) -> int:
     from .build import BuildConfig, build
     from .spectral import MaskConfig, STFTConfig
 
+    check_build_options(a)
     cfg = BuildConfig(source=a.source, root=str(Path(a.root).expanduser().resolve()) if a.root else None,
                       real_root=str(Path(a.real_root).expanduser().resolve()) if a.real_root else None,
                       split_policy=a.split_policy, seed=a.seed, shard_size=a.shard_size,
                       rawboost_prob=a.rawboost_prob, rawboost_algo=a.rawboost_algo, augment_copies=a.augment_copies,
                       stft=STFTConfig(sample_rate=a.sample_rate), mask=replace(MaskConfig(), quantile=a.quantile))
-    summary = build(cfg, a.out, workers=a.workers, overwrite=a.overwrite, backend=a.backend,
-                    scheduler=a.scheduler, progress=not a.no_progress)
+    try:
+        summary = build(cfg, a.out, workers=a.workers, overwrite=a.overwrite, backend=a.backend,
+                        scheduler=a.scheduler, progress=not a.no_progress)
+    except OSError as e:  # the disk, not the corpus (unreadable corpus files are rejects)
+        from .console import fs_error_line
+
+        line = fs_error_line(e, a.out, resumable=True)
+        if line is None:
+            raise
+        raise BuildFailed(line) from None
     print(json.dumps(summary, indent=2))
     print(f"wrote {summary['rows_out']} rows to {Path(a.out) / 'data'}; {summary['rejects']} rejects in {Path(a.out) / 'rejects.jsonl'}")
+    if summary.get("empty_splits"):
+        print(f"warning: split(s) {', '.join(summary['empty_splits'])} has no rows (no pairs in the corpus, or every pair rejected): see {Path(a.out) / 'rejects.jsonl'}")
+    return 0
+
+
+class BuildFailed(ValueError):
+    """A build stopped by its output location (full disk, read-only): one line saying what to do."""
+
+
+def cmd_ids(a) -> int:
+    from .show import list_ids
+
+    ids = list_ids(a.dataset, a.split, a.vocoder)
+    if not ids:
+        raise ValueError(f"no rows in {a.dataset}" + (f" for split {a.split!r}" if a.split else "")
+                         + (f" and vocoder {a.vocoder!r}" if a.vocoder else "") + " (see `annotate stats`)")
+    sys.stdout.write("".join(f"{i}\n" for i in ids))
     return 0
 
 
@@ -70,17 +112,22 @@ def cmd_stats(a) -> int:
     return 0
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="annotate", description="vocmask: ground-truth artifact masks from parallel real/vocoded speech")
     sub = parser.add_subparsers(dest="cmd", required=True)
     _build_parser(sub)
     p = sub.add_parser("show", help="real / spoof / smoothed difference / mask picture of one row (paper Fig. 1)")
     p.add_argument("dataset")
-    p.add_argument("--id", required=True, help="row id (e.g. griffinlim__101_5000_000003_000000)")
+    p.add_argument("--id", required=True, help=f"row id (e.g. {EXAMPLE_ID} in the demo; list them with `annotate ids DS`)")
     p.add_argument("-o", "--output", default=None, help="PNG path (default: {id}.png)")
     p = sub.add_parser("stats", help="counts per split and vocoder, mask coverage, durations")
     p.add_argument("dataset")
     p.add_argument("--json", action="store_true")
+    p = sub.add_parser("ids", help="list row ids, one a line (optionally of one split and/or vocoder)")
+    p.add_argument("dataset")
+    p.add_argument("--split", default=None, help="only this split (train, dev, test)")
+    p.add_argument("--vocoder", default=None, help="only this vocoder")
     from .partial import add_parser as _partial_parser
 
     _partial_parser(sub)
@@ -91,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     a = parser.parse_args(argv)
-    handlers = {"build": cmd_build, "show": cmd_show, "stats": cmd_stats}
+    handlers = {"build": cmd_build, "show": cmd_show, "stats": cmd_stats, "ids": cmd_ids}
     handler = handlers.get(a.cmd) or getattr(a, "handler", None)
     from .jobs import JobError
     from .sources.base import SourceError

@@ -6,7 +6,7 @@ uploaded with huggingface_hub in batched commits, data first and the card last, 
 already holds with the same hash — so a re-run after an interrupted upload only sends what is missing,
 and stale shards of an earlier version are deleted with the final commit.
 
-``--withhold-test-masks``: the test shards are rewritten without ``mask``/``diff`` (own features, own
+``--withhold-test-masks``: the test shards are rewritten without ``mask``/``diff``/``real_audio`` (own features, own
 config ``benchmark`` in the card) and a private key Parquet (``id``, ``mask``, ``diff``) is written for
 ``benchmark score --key``.
 """
@@ -24,7 +24,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .card import (FIGURE_NAME, ROW_FIGURE_NAME, WITHHELD_COLUMNS, CardError, check_complete, render_card,
+from .card import (FIGURE_NAME, KEY_COLUMNS, ROW_FIGURE_NAME, WITHHELD_COLUMNS, CardError, check_complete, render_card,
                    split_features, template_warning, without_withheld)
 from .dataset import META_KEY, build_config
 
@@ -80,7 +80,8 @@ def _copy_columns(srcs: list[Path], dst: Path, schema: pa.Schema) -> int:
 
 
 def write_public_test_shards(paths: list[Path], out_data: Path, feats) -> list[Path]:
-    """Test shards without ``mask``/``diff``: the public features, every other column as built."""
+    """Test shards without ``mask``/``diff``/``real_audio`` (nothing the masks can be rebuilt from): the public
+    features, every other column as built."""
     pub = without_withheld(feats)
     out = []
     for p in sorted(paths):
@@ -95,7 +96,7 @@ def write_key(paths: list[Path], key: Path, feats, meta: dict) -> int:
     """The private key: ``id``, ``mask``, ``diff`` of every test row (Array2D, time first); returns rows."""
     from datasets import Features, Value
 
-    kf = Features({"id": Value("string"), **{c: feats[c] for c in WITHHELD_COLUMNS if c in feats}})
+    kf = Features({"id": Value("string"), **{c: feats[c] for c in KEY_COLUMNS if c in feats}})
     schema = _with_vocmask_meta(kf.arrow_schema, None, {"format": KEY_FORMAT, **meta})
     key.parent.mkdir(parents=True, exist_ok=True)
     return _copy_columns(sorted(paths), key, schema)
@@ -366,14 +367,14 @@ def publish(ds: str | Path, repo_id: str, *, dry_run: str | Path | None = None, 
 def _common(p) -> None:
     p.add_argument("--pretty-name", help="title of the card (default: the source template's)")
     p.add_argument("--license", help="Hub licence id overriding the template's (e.g. cc-by-4.0, other)")
-    p.add_argument("--template", help="card template (Markdown with YAML header) instead of datacards/{source}.md")
+    p.add_argument("--template", help="card template (Markdown with YAML header) instead of annotate/datacards/{source}.md")
     p.add_argument("--no-figure", action="store_true", help="skip the example-mask figures")
 
 
 def add_parsers(sub) -> None:
     """Register `card` and `publish` on the `annotate` subparsers."""
     p = sub.add_parser("card", help="write the Hub data card (README.md + figures) of a built dataset",
-                       description="Fill the source's template (datacards/) from the build: counts, hours, mask coverage, "
+                       description="Fill the source's template (annotate/datacards/) from the build: counts, hours, mask coverage, "
                                    "alignment statistics, rejects, every build parameter, example masks, citations, licence.")
     p.add_argument("dataset")
     p.add_argument("-o", "--output", help="card path (default DS/README.md); figures go next to it")
@@ -391,7 +392,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--endpoint", default=None, help="Hub endpoint (default: HF_ENDPOINT or https://huggingface.co)")
     p.add_argument("--dry-run", metavar="DIR", help="write the exact repo tree to DIR and upload nothing")
     p.add_argument("--withhold-test-masks", action="store_true",
-                   help="publish the test split without mask/diff (config 'benchmark'); the masks go to --key")
+                   help="publish the test split without mask/diff/real_audio (config 'benchmark'); the masks go to --key")
     p.add_argument("--key", metavar="KEYFILE", help="private Parquet (id, mask, diff) for `benchmark score --key`")
     p.add_argument("--commit-message", help="message of the final commit")
     p.add_argument("--max-files-per-commit", type=int, default=50, help="data files per commit (default 50)")

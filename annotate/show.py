@@ -22,7 +22,15 @@ def find_row(ds: str | Path, row_id: str) -> dict:
             t = pq.read_table(path).slice(hit, 1)
             return {n: (array2d(t.column(n)[0]) if n in ("spoof_logmag", "mask", "diff") else t.column(n)[0].as_py())
                     for n in t.column_names}
-    raise KeyError(f"id {row_id!r} not found in {ds} (list ids with `annotate stats {ds} --json` or pyarrow)")
+    raise KeyError(f"id {row_id!r} not found in {ds} (list the ids with `annotate ids {ds}`)")
+
+
+def list_ids(ds: str | Path, split: str | None = None, vocoder: str | None = None) -> list[str]:
+    """Row ids of ``ds`` in shard order, optionally of one split and/or one vocoder."""
+    t = read_table(ds, split, columns=["id", "vocoder"])
+    if vocoder is not None:
+        t = t.filter(pc.equal(t.column("vocoder"), vocoder))
+    return t.column("id").to_pylist()
 
 
 def show(ds: str | Path, row_id: str, out: str | Path | None = None) -> Path:

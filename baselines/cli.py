@@ -10,6 +10,9 @@ import argparse
 import os
 import sys
 from dataclasses import replace
+from pathlib import Path
+
+from annotate.console import quiet_broken_pipe
 
 from .explain import METHODS, SEGDIFF_METHODS
 
@@ -45,8 +48,33 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def check_explain_options(a: argparse.Namespace) -> None:
+    """Every numeric option in range, and the split non-empty, before any model is loaded or file written."""
+    from annotate.console import FINITE, NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, check_options
+
+    check_options(a, {"limit": POSITIVE, "seed": NON_NEGATIVE, "batch_rows": POSITIVE, "threads": POSITIVE,
+                      "n_references": POSITIVE, "n_samples": POSITIVE, "chunk": POSITIVE, "eps": POSITIVE_FLOAT,
+                      "gamma_conv1d": NON_NEGATIVE, "gamma_conv2d": NON_NEGATIVE, "gamma_linear": NON_NEGATIVE,
+                      "ddim_steps": POSITIVE, "max_batch": POSITIVE, "hop": POSITIVE})
+    check_options(a, {"eps": FINITE, "gamma_conv1d": FINITE, "gamma_conv2d": FINITE, "gamma_linear": FINITE})
+    _check_split(a.dataset, a.split)
+
+
+def _check_split(ds: str, split: str) -> None:
+    """ValueError (one line) when ``split`` of ``ds`` has no rows: nothing to explain."""
+    import pyarrow.parquet as pq
+
+    from annotate.dataset import shard_paths
+
+    if not (Path(ds) / "build.json").exists():
+        raise FileNotFoundError(f"{ds} is not a vocmask dataset (no build.json): build one with `annotate build`")
+    if sum(pq.ParquetFile(p).metadata.num_rows for p in shard_paths(ds, split)) == 0:
+        raise ValueError(f"split {split!r} of {ds} has no rows (see its summary.json, empty_splits): choose another --split")
+
+
 def _run(a: argparse.Namespace) -> int:
-    if a.threads:
+    check_explain_options(a)
+    if a.threads is not None:
         import torch
 
         torch.set_num_threads(a.threads)
@@ -54,14 +82,14 @@ def _run(a: argparse.Namespace) -> int:
         from .explain import run_segdiff
 
         path = run_segdiff(a.method, a.checkpoint, a.dataset, a.split, a.output, seed=a.seed, limit=a.limit,
-                           n_samples=a.n_samples or 32, ddim_steps=a.ddim_steps, detector=a.detector, progress=not a.no_progress,
+                           n_samples=32 if a.n_samples is None else a.n_samples, ddim_steps=a.ddim_steps, detector=a.detector, progress=not a.no_progress,
                            max_batch=a.max_batch, hop=a.hop)
     else:
         from .attnlrp import LRPConfig
         from .explain import ExplainConfig, run
         from .shap import ShapConfig
 
-        shap = ShapConfig(n_references=a.n_references, n_samples=a.n_samples or 20, chunk=a.chunk, extend_rescale=not a.no_extend_rescale)
+        shap = ShapConfig(n_references=a.n_references, n_samples=20 if a.n_samples is None else a.n_samples, chunk=a.chunk, extend_rescale=not a.no_extend_rescale)
         lrp = replace(LRPConfig(), eps=a.eps, gamma_conv1d=a.gamma_conv1d, gamma_conv2d=a.gamma_conv2d, gamma_linear=a.gamma_linear)
         cfg = ExplainConfig(method=a.method, dataset=a.dataset, split=a.split, detector=a.detector, seed=a.seed, limit=a.limit,
                             batch_rows=a.batch_rows, shap=shap, lrp=lrp)
@@ -70,6 +98,7 @@ def _run(a: argparse.Namespace) -> int:
     return 0
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

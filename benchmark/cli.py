@@ -9,6 +9,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from annotate.console import OptionError, quiet_broken_pipe
+
 from .stats import BootstrapConfig
 from .submission import SubmissionError
 
@@ -25,6 +27,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--name", help="method name shown in tables (default: submission metadata 'method', else file name)")
     s.add_argument("-o", "--output", help="write the result JSON here")
     s.add_argument("--workers", type=int, default=1, help="processes computing the metrics (default 1)")
+    s.add_argument("--limit", type=int, help="score only the split's first N rows (as `explain --limit N` explains them)")
+    s.add_argument("--ids", metavar="FILE", help="score only the ids listed in FILE, one a line (e.g. from `annotate ids`)")
     _boot_args(s)
 
     v = sub.add_parser("validate", help="run every submission check without scoring")
@@ -65,8 +69,23 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _boot_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the 95%% CIs (default 1000)")
+    p.add_argument("--bootstrap", type=int, default=1000,
+                   help="bootstrap resamples for the 95%% CIs (default 1000; at least 100, or 0 for no CI)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and of computed chance rows)")
+
+
+def check_benchmark_options(a) -> None:
+    """Numeric options in range before any work: --bootstrap is 0 (no CI) or at least 100 draws."""
+    from annotate.console import NON_NEGATIVE, POSITIVE, OptionError, check_options
+
+    check_options(a, {"workers": POSITIVE, "limit": POSITIVE, "seed": NON_NEGATIVE, "segdiff_samples": POSITIVE,
+                      "ddim_steps": POSITIVE, "threads": POSITIVE, "max_files": POSITIVE})
+    b = getattr(a, "bootstrap", None)
+    if b is not None and b != 0 and b < MIN_BOOTSTRAP:
+        raise OptionError(f"--bootstrap {b}: use at least {MIN_BOOTSTRAP} resamples for a 95% CI, or 0 for none")
+
+
+MIN_BOOTSTRAP = 100
 
 
 def _score(a) -> int:
@@ -74,7 +93,7 @@ def _score(a) -> int:
 
     result = score_submission(
         a.submission, a.dataset, a.split, detector=a.detector, key=a.key, name=a.name,
-        boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed), workers=a.workers,
+        boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed), workers=a.workers, limit=a.limit, ids_file=a.ids,
     )
     for w in result["warnings"]:
         print(f"benchmark: warning: {w}", file=sys.stderr)
@@ -98,7 +117,10 @@ def _leaderboard(a) -> int:
     from .leaderboard import add_chance, load_results, render
     from .score import write_result
 
+    from .score import check_comparable
+
     results = load_results(a.results)
+    check_comparable(results)  # a subset result is never ranked against full ones
     boot = BootstrapConfig(resamples=a.bootstrap, seed=a.seed)
     before = {id(r) for r in results}
     results = add_chance(results, a.dataset, a.split, a.seed, boot, a.key)
@@ -120,7 +142,7 @@ def _run(a) -> int:
     from .run import RunConfig, format_table1, run_benchmark
     from .score import ScoreError
 
-    if a.threads:
+    if a.threads is not None:
         import torch
 
         torch.set_num_threads(a.threads)
@@ -140,12 +162,14 @@ def _run(a) -> int:
     return 0
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``benchmark`` console script; returns the exit code."""
     from .score import ScoreError
 
     a = _parser().parse_args(argv)
     try:
+        check_benchmark_options(a)
         if a.command == "score":
             return _score(a)
         if a.command == "validate":
@@ -158,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
         for line in e.problems:
             print(f"  error: {line}", file=sys.stderr)
         return 2
-    except (ScoreError, FileNotFoundError) as e:
+    except (ScoreError, FileNotFoundError, OptionError) as e:
         print(f"benchmark: error: {e}", file=sys.stderr)
         return 2
 

@@ -131,7 +131,8 @@ def render_html(results: list[dict], metric: str = RANKING_METRIC, title: str = 
                 cells.append("<td>-</td>")
             else:
                 lo, hi = s["ci"]
-                cells.append(f"<td>{s['mean']:.1f} <span class=ci>[{lo:.1f}, {hi:.1f}]</span></td>")
+                ci = "" if lo is None or hi is None else f" <span class=ci>[{lo:.1f}, {hi:.1f}]</span>"  # --bootstrap 0
+                cells.append(f"<td>{s['mean']:.1f}{ci}</td>")
         cls = ' class="chance"' if r.get("kind") == "chance" else ""
         rows.append(
             f"<tr{cls}><td>{k}</td><td class=m>{e(r['name'])}</td><td class=m>{e(str(r.get('kind', '')))}</td>"

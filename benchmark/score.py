@@ -65,6 +65,63 @@ class Truth:
     masks: dict[str, np.ndarray]
     source: str = "dataset masks"
 
+    def select(self, keep: list[str]) -> "Truth":
+        """The same truth restricted to the ids ``keep`` (kept in dataset order)."""
+        wanted = set(keep)
+        ids = [i for i in self.ids if i in wanted]
+        return Truth(ids, {i: self.vocoder[i] for i in ids}, {i: self.masks[i] for i in ids}, self.source)
+
+
+def subset_truth(truth: Truth, split: str, *, limit: int | None = None, ids_file: str | Path | None = None) -> tuple[Truth, dict | None]:
+    """``truth`` cut to the split's first ``limit`` rows (as `explain --limit` explains) or to the ids listed in
+    ``ids_file`` (one a line); returns it with the subset record a result carries (None: the whole split)."""
+    if limit is None and ids_file is None:
+        return truth, None
+    if limit is not None and ids_file is not None:
+        raise ScoreError("give --limit or --ids, not both")
+    if limit is not None:
+        keep, how = truth.ids[:limit], f"limit {limit}"
+    else:
+        try:
+            keep = [line.strip() for line in Path(ids_file).read_text().splitlines() if line.strip()]
+        except OSError as e:
+            raise ScoreError(f"--ids {ids_file}: cannot read it ({e.strerror or e})") from None
+        unknown = sorted(set(keep) - set(truth.ids))
+        if unknown:
+            raise ScoreError(f"--ids {ids_file}: {len(unknown)} id(s) not in split {split!r} (first: {', '.join(unknown[:3])}); "
+                             "list the split's ids with `annotate ids DS --split SPLIT`")
+        if not keep:
+            raise ScoreError(f"--ids {ids_file} lists no ids")
+        how = f"ids {Path(ids_file).name}"
+    sub = truth.select(keep)
+    record = {"n": len(sub.ids), "of": len(truth.ids), "how": how, "ids_digest": ids_digest(sub.ids)}
+    return sub, record
+
+
+def ids_digest(ids: list[str]) -> str:
+    """A short hash of an id list: results scored on different rows have different digests."""
+    import hashlib
+
+    return hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16]
+
+
+def rows_scored(result: dict) -> str:
+    """Which rows a result scored: ``"all"`` or the digest of its subset's ids."""
+    sub = result.get("subset")
+    return sub["ids_digest"] if sub else "all"
+
+
+def check_comparable(results: list[dict]) -> None:
+    """Raise :class:`ScoreError` when results were scored on different rows (a subset against the full split,
+    or two different subsets): their means are not comparable, so they are never ranked together."""
+    groups: dict[str, list[str]] = {}
+    for r in results:
+        groups.setdefault(rows_scored(r), []).append(r.get("name", "?"))
+    if len(groups) > 1:
+        parts = [f"{'the whole split' if k == 'all' else 'subset ' + k}: {', '.join(v[:3])}" for k, v in groups.items()]
+        raise ScoreError("cannot rank results scored on different rows (" + "; ".join(parts) + "): "
+                         "score every method on the same rows (same --limit/--ids, or none)")
+
 
 def load_truth(ds: str | Path, split: str = "test", key: str | Path | None = None) -> Truth:
     """Read ids, vocoders and masks of ``split``; with ``key``, masks come from that Parquet (``id``, ``mask``)."""
@@ -76,6 +133,9 @@ def load_truth(ds: str | Path, split: str = "test", key: str | Path | None = Non
         raise ScoreError(f"split {split!r} of {ds} withholds its masks: pass the private key file with --key")
     table = read_table(ds, split, ["id", "vocoder"] + ([] if key else ["mask"]))
     ids = table.column("id").to_pylist()
+    if not ids:
+        raise ScoreError(f"split {split!r} of {ds} has no rows (see its summary.json, empty_splits): nothing to score; "
+                         "choose another --split")
     vocoder = dict(zip(ids, table.column("vocoder").to_pylist()))
     if key is None:
         masks_src, src_ids, source = table.column("mask"), ids, "dataset masks"
@@ -224,6 +284,9 @@ def faithfulness_values(
 
     from .faithfulness import detector_probs, masked_in, scores_from_probs
 
+    if "real_audio" not in pq.ParquetFile(_first_shard(ds, split)).schema_arrow.names:
+        raise ScoreError(f"split {split!r} of {ds} withholds its real audio, which the faithfulness metrics need: "
+                         "score with --detector against the full (private) dataset instead")
     index = {i: k for k, i in enumerate(truth.ids)}
     out = {m: np.full(len(truth.ids), np.nan) for m in FAITHFULNESS}
     for row in iter_split(ds, split, ["id", "spoof_audio", "real_audio"]):
@@ -332,16 +395,25 @@ def score_submission(
     boot: BootstrapConfig = BootstrapConfig(),
     truth: Truth | None = None,
     workers: int = 1,
+    limit: int | None = None,
+    ids_file: str | Path | None = None,
 ) -> dict:
-    """Validate then score ``sub`` on ``split`` of ``ds``; raises :class:`SubmissionError` if invalid."""
+    """Validate then score ``sub`` on ``split`` of ``ds``; raises :class:`SubmissionError` if invalid.
+
+    ``limit`` / ``ids_file``: score only the split's first N rows / the listed ids (the submission's other
+    rows are ignored); the result records the subset, and the leaderboard never ranks it against full results."""
     files = submission_files(sub)
     problems = check_schema(files)
     if problems:
         raise SubmissionError(problems)
     metadata = read_metadata(sub)
-    truth = truth or load_truth(ds, split, key)
+    truth, subset = subset_truth(truth or load_truth(ds, split, key), split, limit=limit, ids_file=ids_file)
     log = ProblemLog()
-    check_ids(read_ids(files), truth.ids, log)
+    sub_ids = read_ids(files)
+    if subset is not None:  # rows outside the subset are neither required nor scored
+        keep = set(truth.ids)
+        sub_ids = [i for i in sub_ids if i is None or i in keep]
+    check_ids(sub_ids, truth.ids, log)
     if not log.ok:
         raise SubmissionError(log.error_messages())
     det = load_detector_checkpoint(detector) if isinstance(detector, (str, Path)) else detector
@@ -352,7 +424,8 @@ def score_submission(
     if det is not None:
         values = {**values, **faithfulness_values(det, ds, split, truth, scored.binary)}
     label = name or metadata.get("method") or metadata.get("name") or Path(sub).stem
-    extra = {"submission": str(Path(sub).resolve()), "detector": str(detector) if isinstance(detector, (str, Path)) else None}
+    extra = {"submission": str(Path(sub).resolve()), "detector": str(detector) if isinstance(detector, (str, Path)) else None,
+             "subset": subset}
     return build_result(str(label), "submission", values, truth, ds, split, boot, metadata, log.warning_messages(), extra)
 
 
@@ -364,6 +437,8 @@ def fmt_cell(stat: dict | None, digits: int = 1) -> str:
     if not stat or stat.get("mean") is None:
         return "-"
     lo, hi = stat["ci"]
+    if lo is None or hi is None:  # --bootstrap 0: no interval
+        return f"{stat['mean']:.{digits}f}"
     return f"{stat['mean']:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
 
 
@@ -376,7 +451,10 @@ def format_table(result: dict) -> str:
     body = [[str(g), str(n)] + [fmt_cell(s.get(m)) for m in metrics] for g, n, s in rows]
     widths = [max(len(r[c]) for r in [header] + body) for c in range(len(header))]
     line = lambda r: "  ".join(x.ljust(w) for x, w in zip(r, widths)).rstrip()  # noqa: E731
-    title = f"{result['name']} on {Path(result['dataset']).name}/{result['split']} ({result['truth']}), percent, 95% bootstrap CI"
+    ci = ", 95% bootstrap CI" if (result.get("bootstrap") or {}).get("resamples", 1) > 0 else ", no CI (--bootstrap 0)"
+    sub = result.get("subset")
+    part = f", subset: {sub['n']} of {sub['of']} rows ({sub['how']})" if sub else ""
+    title = f"{result['name']} on {Path(result['dataset']).name}/{result['split']} ({result['truth']}){part}, percent{ci}"
     return "\n".join([title, line(header), line(["-" * w for w in widths])] + [line(r) for r in body])
 
 

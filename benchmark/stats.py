@@ -8,7 +8,8 @@ import numpy as np
 
 @dataclass(frozen=True)
 class BootstrapConfig:
-    """Percentile bootstrap over utterances: ``resamples`` draws from ``np.random.default_rng(seed)``."""
+    """Percentile bootstrap over utterances: ``resamples`` draws from ``np.random.default_rng(seed)``; 0 means no CI
+    (``ci`` is ``[None, None]``); the CLIs refuse 1-99, too few draws for the tails of a 95% interval."""
 
     resamples: int = 1000
     level: float = 0.95
@@ -28,7 +29,9 @@ def mean_ci(values: np.ndarray, cfg: BootstrapConfig = BootstrapConfig()) -> dic
         return out
     mean = float(v.mean())
     out["mean"] = mean
-    if v.size == 1 or cfg.resamples <= 0:
+    if cfg.resamples <= 0:  # no bootstrap asked for: no interval, rather than a degenerate one
+        return out
+    if v.size == 1:
         out["ci"] = [mean, mean]
         return out
     rng = np.random.default_rng(cfg.seed)

@@ -58,7 +58,7 @@ def _table_rows(text: str) -> dict[str, list[str]]:
 def test_run_table_resume_and_leaderboard(demo_ds, detector, segdiff_ckpt, tmp_path, capsys):
     out = tmp_path / "results"
     args = ["run", "--dataset", str(demo_ds), "--detector", str(detector), "--segdiff", str(segdiff_ckpt),
-            "--methods", "gradcam", "specsegdiff", "--limit", str(LIMIT), "--out", str(out), "--bootstrap", "50",
+            "--methods", "gradcam", "specsegdiff", "--limit", str(LIMIT), "--out", str(out), "--bootstrap", "100",
             "--segdiff-samples", "2", "--ddim-steps", "2", "--threads", "1", "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
@@ -107,7 +107,7 @@ def test_run_table_resume_and_leaderboard(demo_ds, detector, segdiff_ckpt, tmp_p
 
 def test_run_without_detector_has_no_faithfulness(demo_ds, tmp_path, capsys):
     out = tmp_path / "r"
-    assert main(["run", "--dataset", str(demo_ds), "--limit", "2", "--out", str(out), "--bootstrap", "20", "--no-progress"]) == 0
+    assert main(["run", "--dataset", str(demo_ds), "--limit", "2", "--out", str(out), "--bootstrap", "100", "--no-progress"]) == 0
     cap = capsys.readouterr()
     rows = _table_rows(cap.out)
     assert list(rows) == ["chance: uniform random", "chance: smoothed random", "chance: spoof energy"]

@@ -36,7 +36,7 @@ def results(tmp_path_factory):
 
 
 def lb(res, fmt, capsys, *extra):
-    rc = main(["leaderboard", str(res), "--format", fmt, "--bootstrap", "50", *extra])
+    rc = main(["leaderboard", str(res), "--format", fmt, "--bootstrap", "100", *extra])
     out = capsys.readouterr()
     assert rc == 0, out.err
     return out.out

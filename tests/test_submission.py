@@ -40,7 +40,7 @@ def run(argv, capsys):
 
 
 def score(ds, path, capsys):
-    return run(["score", str(path), "--dataset", str(ds), "--bootstrap", "50"], capsys)
+    return run(["score", str(path), "--dataset", str(ds), "--bootstrap", "100"], capsys)
 
 
 def test_valid_submission_roundtrip_and_metadata(ds, rows, tmp_path, capsys):
@@ -115,7 +115,7 @@ def test_constant_heatmap_is_a_warning_and_scores_zero(ds, rows, tmp_path, capsy
     maps[ids[2]] = np.zeros((FRAMES, 257), np.float32)
     write_submission(tmp_path / "s.parquet", ids, list(maps.values()))
     out = tmp_path / "r.json"
-    rc, _, err = run(["score", str(tmp_path / "s.parquet"), "--dataset", str(ds), "-o", str(out), "--bootstrap", "20"], capsys)
+    rc, _, err = run(["score", str(tmp_path / "s.parquet"), "--dataset", str(ds), "-o", str(out), "--bootstrap", "100"], capsys)
     assert rc == 0 and "warning" in err and "1 heatmap(s) are constant" in err and ids[2] in err
     assert "constant" in out.read_text()
 

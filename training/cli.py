@@ -10,6 +10,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
+from annotate.console import quiet_broken_pipe
+
 SUBCOMMANDS: dict[str, str] = {
     "detector": "training.detector.commands:DETECTOR",
     "evaluate": "training.detector.commands:EVALUATE",
@@ -47,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:

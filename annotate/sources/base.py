@@ -1,9 +1,10 @@
 """What every corpus reader yields: :class:`Pair` (one spoof with its real twin) and :class:`Reject`."""
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 SPLITS = ("train", "dev", "test")
 
@@ -70,3 +71,47 @@ def dedupe(pairs: Iterable[Pair]) -> tuple[list[Pair], list[Reject]]:
         else:
             seen[p.id] = p
     return list(seen.values()), rejects
+
+
+def is_dir_loop(path: str | Path) -> bool:
+    """True for a symlink to a folder that contains it (or to itself): walking into it never ends."""
+    p = Path(path)
+    if not p.is_symlink():
+        return False
+    try:
+        target, parent = os.path.realpath(p, strict=True), os.path.realpath(p.parent, strict=True)
+    except OSError:  # a loop of links, or dangling
+        return False
+    return os.path.isdir(target) and (parent == target or parent.startswith(target.rstrip(os.sep) + os.sep))
+
+
+def scan_files(folder: str | Path, exts: tuple[str, ...], id_of: Callable[[str], str] | None = None,
+               skip_hidden: bool = False) -> tuple[list[os.DirEntry], list[Reject]]:
+    """Files directly in ``folder`` whose names end with ``exts`` (case-insensitive), sorted by name, and a reject
+    for each entry the file system cannot follow: a symlink loop or a dangling link with an audio name, and a
+    directory loop (a link to an enclosing folder). ``id_of(name)``: the reject id (default: the name)."""
+    id_of = id_of or (lambda name: name)
+    files: list[os.DirEntry] = []
+    rejects: list[Reject] = []
+    with os.scandir(folder) as it:
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if skip_hidden and e.name.startswith("."):
+            continue
+        audio = e.name.lower().endswith(exts)
+        try:
+            if e.is_file():
+                if audio:
+                    files.append(e)
+                continue
+            if e.is_dir():
+                if is_dir_loop(e.path):
+                    rejects.append(Reject(id_of(e.name), e.path, f"directory loop: links back to {os.path.realpath(e.path)}"))
+                continue
+        except OSError as err:  # ELOOP: a link that points (through others) to itself
+            if audio:
+                rejects.append(Reject(id_of(e.name), e.path, f"unreadable file: {err.strerror or err} (a symlink loop)"))
+            continue
+        if audio and e.is_symlink():
+            rejects.append(Reject(id_of(e.name), e.path, f"dangling symlink: points to missing {os.readlink(e.path)}"))
+    return files, rejects

@@ -26,7 +26,7 @@ import os
 import re
 from pathlib import Path
 
-from .base import Pair, Reject, SourceError, dedupe, pair_id, require_dir
+from .base import Pair, Reject, SourceError, dedupe, pair_id, require_dir, scan_files
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +99,9 @@ def read(root: str | Path | None, *, real_root: str | Path | None = None, source
     pairs: list[Pair] = []
     rejects: list[Reject] = []
     for folder, split in split_folders(base):
-        with os.scandir(folder) as it:
-            on_disk = {e.name for e in it if e.is_file()}
+        files, bad = scan_files(folder, (".wav", ".flac"))
+        rejects += bad  # link loops, dangling links
+        on_disk = {e.name for e in files}
         label = _label_file(base, folder)
         fakes = sorted(set(_labelled_fakes(label))) if label is not None else []
         if label is not None and not fakes:

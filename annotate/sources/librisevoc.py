@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .base import SPLITS, Pair, Reject, SourceError, dedupe, pair_id, require_dir
+from .base import SPLITS, Pair, Reject, SourceError, dedupe, is_dir_loop, pair_id, require_dir, scan_files
 
 AUDIO_EXTS = (".wav", ".flac")
 SPOOF_SUFFIX = "_gen"
@@ -32,9 +32,11 @@ def find_root(root: str | Path | None) -> Path:
     raise SourceError(f"no gt/ folder under {base}: expected LibriSeVoc/gt/{{ID}}.wav and LibriSeVoc/{{vocoder}}/{{ID}}_gen.wav")
 
 
-def _audio_files(folder: Path) -> list[os.DirEntry]:
-    with os.scandir(folder) as it:
-        return sorted((e for e in it if e.is_file() and e.name.lower().endswith(AUDIO_EXTS)), key=lambda e: e.name)
+def _audio_files(folder: Path, rejects: list[Reject], id_of=None) -> list[os.DirEntry]:
+    """Audio files of ``folder``; entries the file system cannot follow (link loops, dangling links) go to ``rejects``."""
+    files, bad = scan_files(folder, AUDIO_EXTS, id_of)
+    rejects += bad
+    return files
 
 
 def _stem(name: str) -> str:
@@ -61,13 +63,19 @@ def read_split_lists(folder: Path, known: set[str]) -> dict[str, str]:
 def read(root: str | Path | None, *, real_root: str | Path | None = None, source: str = "librisevoc") -> tuple[list[Pair], list[Reject]]:
     """List every (real, spoof) pair of a LibriSeVoc download."""
     base = find_root(root)
-    reals = {_stem(e.name): e.path for e in _audio_files(base / "gt")}
-    splits = read_split_lists(base, set(reals))
-    vocoders = sorted(d.name for d in base.iterdir() if d.is_dir() and d.name != "gt" and not d.name.startswith("."))
-    pairs: list[Pair] = []
     rejects: list[Reject] = []
+    reals = {_stem(e.name): e.path for e in _audio_files(base / "gt", rejects, lambda n: f"gt/{_stem(n)}")}
+    splits = read_split_lists(base, set(reals))
+    folders = sorted(d for d in base.iterdir() if d.is_dir() and d.name != "gt" and not d.name.startswith("."))
+    rejects += [Reject(d.name, str(d), f"directory loop: links back to {d.resolve()}") for d in folders if is_dir_loop(d)]
+    vocoders = [d.name for d in folders if not is_dir_loop(d)]
+    pairs: list[Pair] = []
     for voc in vocoders:
-        for e in _audio_files(base / voc):
+        def spoof_id(name: str, voc: str = voc) -> str:
+            stem = _stem(name)
+            return pair_id(voc, stem[: -len(SPOOF_SUFFIX)] if stem.endswith(SPOOF_SUFFIX) else stem)
+
+        for e in _audio_files(base / voc, rejects, spoof_id):
             stem = _stem(e.name)
             utt = stem[: -len(SPOOF_SUFFIX)] if stem.endswith(SPOOF_SUFFIX) else stem
             pid = pair_id(voc, utt)

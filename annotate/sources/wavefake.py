@@ -26,11 +26,10 @@ of an unknown corpus, and the folders of a corpus whose reals are not found anyw
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .base import Pair, Reject, SourceError, dedupe, pair_id, require_dir
+from .base import Pair, Reject, SourceError, dedupe, pair_id, require_dir, scan_files
 
 log = logging.getLogger(__name__)
 
@@ -76,10 +75,13 @@ def _real_dir(corpus: Corpus, bases: list[Path]) -> Path | None:
     return None
 
 
-def _audio_names(folder: Path) -> list[str]:
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_file() and e.name.lower().endswith(AUDIO_EXTS)
-                      and not e.name.startswith("."))
+def _audio_names(folder: Path, rejects: list[Reject] | None = None) -> list[str]:
+    """Audio file names of ``folder``; link loops and dangling links go to ``rejects`` (when given)."""
+    files, bad = scan_files(folder, AUDIO_EXTS, lambda n: pair_id(folder.name, real_stem(n.rsplit(".", 1)[0])),
+                            skip_hidden=True)
+    if rejects is not None:
+        rejects += bad
+    return [e.name for e in files]
 
 
 def real_stem(spoof_stem: str) -> str:
@@ -126,7 +128,7 @@ def read(root: str | Path | None, *, real_root: str | Path | None = None, source
                         d, c.top, c.wav_subdir, ", ".join(map(str, bases)))
             continue
         vocoder = d.name
-        for name in _audio_names(d):
+        for name in _audio_names(d, rejects):
             stem = name.rsplit(".", 1)[0]
             utt = real_stem(stem)
             pid = pair_id(vocoder, utt)

@@ -4,11 +4,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from annotate.console import NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, check_options
+
 from ..cli import Command
 
 
 def _threads(n: int | None) -> None:
-    if n:
+    if n is not None:
         import torch
 
         torch.set_num_threads(n)
@@ -57,6 +59,9 @@ def _run_detector(a: argparse.Namespace) -> int:
     from .model import read_meta
     from .train import train
 
+    check_options(a, {"steps": POSITIVE, "batch_size": POSITIVE, "lr": POSITIVE_FLOAT, "weight_decay": NON_NEGATIVE,
+                      "seed": NON_NEGATIVE, "rawboost_prob": PROBABILITY, "crop": POSITIVE, "save_every": POSITIVE,
+                      "nc_per_class": POSITIVE, "nc_clusters": POSITIVE, "nc_pool": POSITIVE, "threads": POSITIVE})
     _threads(a.threads)
     extra = {}
     items = None
@@ -85,15 +90,16 @@ def _run_detector(a: argparse.Namespace) -> int:
 
             items = load_manifest_items(a.dataset, a.manifest, a.split)
             extra = {"sampler": "manifest", "manifest": str(a.manifest)}
-    if a.crop:
+    if a.crop is not None:
         cfg = replace(cfg, crop=a.crop)
     small = cfg.frontend.embed_dim < 1024
     cw = tuple(float(v) for v in a.class_weights.split(",")) if a.class_weights else None
     if cw is not None and len(cw) != 2:
         raise ValueError(f"--class-weights needs two numbers BONA,SPOOF, got {a.class_weights!r}")
     tcfg = TrainConfig(
-        steps=a.steps or (1000 if small else 20000), batch_size=a.batch_size or (8 if small else 14),
-        lr=a.lr or (5e-4 if small else 1e-6), weight_decay=a.weight_decay, seed=a.seed, class_weights=cw,
+        steps=(1000 if small else 20000) if a.steps is None else a.steps,
+        batch_size=(8 if small else 14) if a.batch_size is None else a.batch_size,
+        lr=(5e-4 if small else 1e-6) if a.lr is None else a.lr, weight_decay=a.weight_decay, seed=a.seed, class_weights=cw,
         rawboost_algo=a.rawboost_algo, rawboost_prob=a.rawboost_prob, save_every=a.save_every,
     )
     out = train(a.dataset, a.out, cfg, tcfg, items=items, split=a.split, progress=not a.no_progress, extra_meta=extra,
@@ -121,6 +127,8 @@ def _run_evaluate(a: argparse.Namespace) -> int:
     from .evaluate import evaluate
     from .model import load_detector
 
+    check_options(a, {"batch_size": POSITIVE, "max_windows": POSITIVE, "nc_train_per_class": POSITIVE,
+                      "seed": NON_NEGATIVE, "threads": POSITIVE})
     _threads(a.threads)
     model = load_detector(a.detector, _device(a.device))
     det = Path(a.detector)

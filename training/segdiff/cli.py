@@ -4,6 +4,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from annotate.console import NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, between, check_options
+
 from .config import preset, replace
 
 
@@ -68,7 +70,11 @@ def run(args) -> int:
 
     from .train import train
 
-    if args.threads:
+    check_options(args, {**{k: POSITIVE for k in ("steps", "batch_size", "crop_frames", "width", "rrdb_blocks", "val_every",
+                                                  "val_utterances", "ckpt_every", "limit", "threads")},
+                         "lr": POSITIVE_FLOAT, "weight_decay": NON_NEGATIVE, "seed": NON_NEGATIVE,
+                         "ema_decay": between(0.0, 1.0, open_hi=True), "max_minutes": POSITIVE_FLOAT})
+    if args.threads is not None:
         torch.set_num_threads(args.threads)
     cfg = build_config(args)
     try:
