@@ -2,7 +2,8 @@
 
 "Real" utterances come from a source-filter speech synthesiser (glottal pulses with moving f0,
 aspiration, fricatives and stop bursts, formant transitions through cascaded resonators); each is
-re-synthesised by real vocoding methods (mel + Griffin-Lim, WORLD, LPC), and the spoofs get vocoder
+re-synthesised by real vocoding methods (mel + Griffin-Lim, WORLD, LPC) and low-bit-rate codecs (MP3 and
+Opus through libsndfile, as in Codecfake-style data), and the spoofs get vocoder
 framing effects (length a multiple of the hop, edge shifts) whose exact offsets are written to
 ``truth.json``. The layout is LibriSeVoc's (DESIGN §2)::
 
@@ -26,12 +27,13 @@ import soundfile as sf
 from scipy import signal
 from scipy.ndimage import gaussian_filter1d
 
-from .vocoders import f0_track as _f0_track, fit as _fit, intrinsic_delay, logmag_offset, lpc as voc_lpc, world as voc_world
+from .vocoders import codec, f0_track as _f0_track, fit as _fit, intrinsic_delay, logmag_offset, lpc as voc_lpc, world as voc_world, xcorr_lag
 
 VERSION = "demo-v1"
-REVISION = 2  # bump when the generator's output changes, so ensure() rebuilds cached corpora
+REVISION = 3  # bump when the generator's output changes, so ensure() rebuilds cached corpora
 MARKER = ".complete"
-VOCODERS = ("griffinlim", "world", "lpc")
+VOCODERS = ("griffinlim", "world", "lpc", "mp3", "opus")  # codecs at ~24 / ~32 kbit/s (libsndfile level 0.9)
+CODEC_LEVEL = 0.9
 HOP = 256  # the vocoders' frame hop: every spoof length is a multiple of it
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
 # A vocoder's own delay is measured per utterance (intrinsic_delay) and added to the framing shift in truth.json.
@@ -524,10 +526,12 @@ def generate(root: str | Path, *, n_speakers: int = 4, utts_per_speaker: int = 8
                 y = voc_griffinlim(x, sr, vrng)
             elif v == "world":
                 y = voc_world(x, sr, vrng, f0t)
-            else:
+            elif v == "lpc":
                 y = voc_lpc(x, sr, vrng, f0t)
+            else:
+                y = codec(x, sr, vrng, kind=v, level=CODEC_LEVEL)
             y = y * (0.5 / max(0.5, np.max(np.abs(y)) + 1e-9))  # no clipping; keeps the real's level otherwise
-            delay = intrinsic_delay(x, y)
+            delay = xcorr_lag(x, y, max_lag=int(0.25 * sr)) if v in ("mp3", "opus") else intrinsic_delay(x, y)
             y, shift = frame_effects(y, vrng, sr)
             _write_wav(root / v / f"{uid}_gen.wav", y, sr)
             truth[f"{v}__{uid}"] = int(shift + delay)

@@ -3,6 +3,7 @@
     explain --method deepshap|gradientshap|attnlrp|gradcam --detector CKPT --dataset DS --split test -o sub.parquet
     explain --method random|smoothed-random|energy --dataset DS -o sub.parquet
     explain --method specsegdiff|addsegdiff --checkpoint CKPT --dataset DS -o sub.parquet
+    explain --method unet --checkpoint CKPT --dataset DS -o sub.parquet
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from pathlib import Path
 
 from annotate.console import quiet_broken_pipe
 
-from .explain import METHODS, SEGDIFF_METHODS
+from .explain import METHODS, SEGDIFF_METHODS, UNET_METHOD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test")
     p.add_argument("-o", "--output", required=True, help="submission Parquet file to write")
     p.add_argument("--detector", default=None, help="detector checkpoint folder (deepshap, gradientshap, attnlrp, gradcam; addsegdiff override)")
-    p.add_argument("--checkpoint", default=None, help="SegDiff checkpoint folder (specsegdiff, addsegdiff)")
+    p.add_argument("--checkpoint", default=None, help="SegDiff (specsegdiff, addsegdiff) or `train unet` (unet) checkpoint folder")
     p.add_argument("--limit", type=int, default=None, help="explain only the first N rows")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-rows", type=int, default=8, help="rows per resumable part (default 8)")
@@ -78,7 +79,11 @@ def _run(a: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(a.threads)
-    if a.method in SEGDIFF_METHODS:
+    if a.method == UNET_METHOD:
+        from .explain import run_unet
+
+        path = run_unet(a.checkpoint, a.dataset, a.split, a.output, limit=a.limit, progress=not a.no_progress)
+    elif a.method in SEGDIFF_METHODS:
         from .explain import run_segdiff
 
         path = run_segdiff(a.method, a.checkpoint, a.dataset, a.split, a.output, seed=a.seed, limit=a.limit,

@@ -26,7 +26,8 @@ from .shap import ShapConfig
 
 DETECTOR_METHODS = ("deepshap", "gradientshap", "attnlrp", "gradcam")
 SEGDIFF_METHODS = ("specsegdiff", "addsegdiff")
-METHODS = DETECTOR_METHODS + CHANCE + SEGDIFF_METHODS
+UNET_METHOD = "unet"
+METHODS = DETECTOR_METHODS + CHANCE + SEGDIFF_METHODS + (UNET_METHOD,)
 VERSION = 1
 
 
@@ -319,3 +320,17 @@ def run_segdiff(method: str, checkpoint: str | None, dataset: str, split: str, o
         kw["max_batch"] = max_batch
     return Path(explain_split(checkpoint, dataset, split, out, n_samples=n_samples, ddim_steps=ddim_steps, seed=seed,
                               limit=limit, progress=progress, hop=hop, **kw))
+
+
+def run_unet(checkpoint: str | None, dataset: str, split: str, out: str | Path, *, limit: int | None = None,
+             progress: bool = True) -> Path:
+    """Supervised U-Net heatmaps (sigmoid probabilities) through ``training.unet.infer.explain_split``."""
+    if not checkpoint:
+        raise ValueError("--method unet needs --checkpoint CKPT (a `train unet` folder)")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be at least 1, got {limit}")
+    try:
+        from training.unet.infer import explain_split
+    except ImportError as e:
+        raise ImportError(f"--method unet needs training.unet, which is not importable here ({e})") from None
+    return Path(explain_split(checkpoint, dataset, split, out, limit=limit, progress=progress))

@@ -53,10 +53,11 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--detector", help="detector checkpoint: adds DeepSHAP, GradientSHAP, AttnLRP, Grad-CAM and AI/AD/AG/Fid-In")
     r.add_argument("--segdiff", action="append", default=[], metavar="CKPT",
                    help="SegDiff checkpoint (repeatable); SpecSegDiff or ADDSegDiff from its condition")
+    r.add_argument("--unet", action="append", default=[], metavar="CKPT", help="`train unet` checkpoint (repeatable): the U-Net row")
     r.add_argument("--split", default="test")
     r.add_argument("--methods", nargs="+", metavar="M",
                    help="only these (of random smoothed-random energy deepshap gradientshap attnlrp gradcam specsegdiff "
-                        "addsegdiff); the chance rows are always computed")
+                        "addsegdiff unet); the chance rows are always computed")
     r.add_argument("--limit", type=int, help="explain and score only the split's first N rows")
     r.add_argument("--out", default="results", help="folder for result JSONs, submissions/ and table.txt (default results/)")
     r.add_argument("--segdiff-samples", type=int, default=32, help="SegDiff samples per utterance (default 32)")
@@ -148,7 +149,7 @@ def _run(a) -> int:
         torch.set_num_threads(a.threads)
     methods = tuple(m for arg in a.methods for m in arg.split(",") if m) if a.methods else None
     cfg = RunConfig(
-        dataset=a.dataset, out=a.out, split=a.split, detector=a.detector, segdiff=tuple(a.segdiff), methods=methods,
+        dataset=a.dataset, out=a.out, split=a.split, detector=a.detector, segdiff=tuple(a.segdiff), unet=tuple(a.unet), methods=methods,
         limit=a.limit, seed=a.seed, boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed),
         segdiff_samples=a.segdiff_samples, ddim_steps=a.ddim_steps, force=a.force, progress=not a.no_progress,
     )

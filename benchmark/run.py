@@ -2,7 +2,8 @@
 
 Methods: the chance rows (uniform random, smoothed random, spoof energy) always; DeepSHAP,
 GradientSHAP, AttnLRP and Grad-CAM when a detector is given; SpecSegDiff / ADDSegDiff for each
-SegDiff checkpoint (dispatched on the checkpoint's condition). Every method writes a submission
+SegDiff checkpoint (dispatched on the checkpoint's condition); the supervised U-Net for each ``--unet``
+checkpoint. Every method writes a submission
 (``OUT/submissions/{slug}.parquet``) through the explainers' own Python functions, is scored by
 :func:`benchmark.score.score_submission` (faithfulness too when a detector is given) and gets a
 result JSON ``OUT/{slug}.json`` that ``benchmark leaderboard OUT`` also reads. Resumable: a method
@@ -27,7 +28,8 @@ from .stats import BootstrapConfig
 CHANCE_ROWS = {"random": "uniform random", "smoothed-random": "smoothed random", "energy": "spoof energy"}
 DETECTOR_ROWS = {"deepshap": "DeepSHAP", "gradientshap": "GradientSHAP", "attnlrp": "AttnLRP", "gradcam": "Grad-CAM"}
 SEGDIFF_ROWS = {"specsegdiff": "SpecSegDiff", "addsegdiff": "ADDSegDiff"}
-ALL_METHODS = tuple(CHANCE_ROWS) + tuple(DETECTOR_ROWS) + tuple(SEGDIFF_ROWS)
+UNET_ROW = ("unet", "U-Net")
+ALL_METHODS = tuple(CHANCE_ROWS) + tuple(DETECTOR_ROWS) + tuple(SEGDIFF_ROWS) + (UNET_ROW[0],)
 TABLE_COLUMNS = (("GDice", "GDice"), ("F1", "F1"), ("IoU", "IoU"), ("FBound", "FBound"), ("SSIM", "SSIM"),
                  ("AI", "AI"), ("AD", "AD"), ("AG", "AG"), ("FidIn", "Fid-In"))
 RUN_FORMAT = "vocmask-benchmark-run/1"
@@ -42,6 +44,7 @@ class RunConfig:
     split: str = "test"
     detector: str | None = None
     segdiff: tuple[str, ...] = ()
+    unet: tuple[str, ...] = ()  # `train unet` checkpoints
     methods: tuple[str, ...] | None = None  # a subset of ALL_METHODS; None = every available one
     limit: int | None = None  # explain and score only the split's first N rows
     seed: int = 0
@@ -59,7 +62,7 @@ class Job:
     method: str  # explain method name
     label: str  # row name (result "name")
     slug: str  # file stem under OUT
-    kind: str  # chance | xai | segdiff
+    kind: str  # chance | xai | segdiff | unet
     checkpoint: str | None = None
 
 
@@ -110,10 +113,34 @@ def plan(cfg: RunConfig) -> tuple[list[Job], list[str]]:
     for kind in SEGDIFF_ROWS:
         if wanted is not None and kind in wanted and kind not in {k for _, k in kinds}:
             raise ScoreError(f"--methods {kind} needs a {kind} checkpoint: pass --segdiff CKPT (a `train segdiff` folder)")
+    for ck in _unet_checkpoints(cfg):
+        if wanted is not None and UNET_ROW[0] not in wanted:
+            notes.append(f"{ck}: a U-Net checkpoint, not in --methods; skipped")
+            continue
+        label = UNET_ROW[1] if len(cfg.unet) == 1 else f"{UNET_ROW[1]} ({Path(ck).resolve().name})"
+        jobs.append(Job(UNET_ROW[0], label, _slug(label.lower().replace(" (", "_").rstrip(")")), "unet", ck))
+    if wanted is not None and UNET_ROW[0] in wanted and not cfg.unet:
+        raise ScoreError("--methods unet needs a U-Net checkpoint: pass --unet CKPT (a `train unet` folder)")
     for m, name in CHANCE_ROWS.items():  # the chance rows are always part of the table
         label = chance_name(name)
         jobs.append(Job(m, label, "chance_" + name.replace(" ", "_"), "chance"))
     return jobs, notes
+
+
+def _unet_checkpoints(cfg: RunConfig) -> tuple[str, ...]:
+    """``cfg.unet``, each checked to be a loadable `train unet` checkpoint (one-line error otherwise)."""
+    if not cfg.unet:
+        return ()
+    try:
+        from training.unet.infer import load_checkpoint
+    except ImportError as e:
+        raise ScoreError(f"--unet needs training.unet, which cannot be imported ({e})") from None
+    for ck in cfg.unet:
+        try:
+            load_checkpoint(ck)
+        except (FileNotFoundError, ValueError) as e:
+            raise ScoreError(str(e)) from None
+    return cfg.unet
 
 
 def subset_truth(truth: Truth, limit: int | None) -> Truth:
@@ -141,13 +168,22 @@ def settings(cfg: RunConfig, truth: Truth, job: Job) -> dict:
         "segdiff_samples": cfg.segdiff_samples if job.kind == "segdiff" else None,
         "ddim_steps": cfg.ddim_steps if job.kind == "segdiff" else None,
         "bootstrap": cfg.boot.to_dict(),
-    }
+    } | ({"checkpoint_step": _unet_step(job.checkpoint)} if job.kind == "unet" else {})
+
+
+def _unet_step(checkpoint: str) -> int | None:
+    """The training step of a `train unet` checkpoint (a resumed, longer run is a new result)."""
+    from training.unet.infer import load_checkpoint
+
+    return load_checkpoint(checkpoint)[3].get("step")
 
 
 def explain(cfg: RunConfig, job: Job, out: Path) -> Path:
     """Write ``job``'s submission with the explainers' own run loops (resumable there)."""
-    from baselines.explain import ExplainConfig, run, run_segdiff
+    from baselines.explain import ExplainConfig, run, run_segdiff, run_unet
 
+    if job.kind == "unet":
+        return run_unet(job.checkpoint, cfg.dataset, cfg.split, out, limit=cfg.limit, progress=cfg.progress)
     if job.kind == "segdiff":
         meta = _segdiff_meta(job.checkpoint)
         det = None if meta.get("detector") else cfg.detector  # ADDSegDiff: its own training detector first

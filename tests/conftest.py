@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-DEMO_KW = dict(n_speakers=4, utts_per_speaker=6, seed=0)
+# the session corpus keeps the three vocoders (small and quick); tests/test_demo_codecs.py covers the default with codecs
+DEMO_KW = dict(n_speakers=4, utts_per_speaker=6, seed=0, vocoders=("griffinlim", "world", "lpc"))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,7 +35,7 @@ def _one_torch_thread():
 
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory) -> Path:
-    """24 real utterances x 3 vocoders at 24 kHz, with truth.json holding the true offsets."""
+    """24 real utterances x 3 vocoders (Griffin-Lim, WORLD, LPC) at 24 kHz, with truth.json holding the true offsets."""
     from annotate.demo import ensure
 
     root = tmp_path_factory.mktemp("demo") / "LibriSeVoc"

@@ -16,6 +16,7 @@ SUBCOMMANDS: dict[str, str] = {
     "detector": "training.detector.commands:DETECTOR",
     "evaluate": "training.detector.commands:EVALUATE",
     "segdiff": "training.segdiff.commands:SEGDIFF",
+    "unet": "training.unet.commands:UNET",
 }
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -36,8 +37,10 @@ def normalise_logmag(logmag: np.ndarray) -> np.ndarray:
     return (x - x.mean()) / (x.std() + 1e-5)
 
 
-def row_to_utterance(row: dict, with_audio: bool) -> Utterance:
-    """A dataset row (``iter_rows`` dict) as an :class:`Utterance`; clear errors for malformed rows."""
+def row_to_utterance(row: dict, with_audio: bool, normalise: Callable[[np.ndarray], np.ndarray] | None = normalise_logmag) -> Utterance:
+    """A dataset row (``iter_rows`` dict) as an :class:`Utterance`; clear errors for malformed rows.
+
+    ``normalise``: maps the (frames, F) float32 log-magnitude to the model's input (None = keep it raw)."""
     rid = row.get("id", "?")
     logmag = np.asarray(row["spoof_logmag"], dtype=np.float32)
     if logmag.ndim != 2 or logmag.shape[0] < 1:
@@ -53,17 +56,19 @@ def row_to_utterance(row: dict, with_audio: bool) -> Utterance:
         if not cell.get("bytes"):
             raise ValueError(f"row {rid}: spoof_audio has no bytes (ADDSegDiff needs the audio column)")
         audio, _ = decode_bytes(cell["bytes"])
-    return Utterance(rid, normalise_logmag(logmag).astype(np.float16), mask, audio)
+    x = logmag if normalise is None else normalise(logmag)
+    return Utterance(rid, x.astype(np.float16), mask, audio)
 
 
-def load_split(ds, split: str, *, with_audio: bool = False, with_mask: bool = True, limit: int | None = None) -> list[Utterance]:
+def load_split(ds, split: str, *, with_audio: bool = False, with_mask: bool = True, limit: int | None = None,
+               normalise: Callable[[np.ndarray], np.ndarray] | None = normalise_logmag) -> list[Utterance]:
     """Rows of one split in memory (float16 conditions + uint8 masks: ~3 bytes per bin)."""
     if not shard_paths(ds, split):
         raise FileNotFoundError(f"no shards for split {split!r} in {Path(ds) / 'data'} (build the dataset with `annotate build`)")
     cols = ["id", "spoof_logmag"] + (["mask"] if with_mask else []) + (["spoof_audio"] if with_audio else [])
     out = []
     for row in iter_rows(ds, split, cols):
-        out.append(row_to_utterance(row, with_audio))
+        out.append(row_to_utterance(row, with_audio, normalise))
         if limit is not None and len(out) >= limit:
             break
     if not out:

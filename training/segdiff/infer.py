@@ -33,6 +33,26 @@ def stitch_window(length: int) -> np.ndarray:
     return np.sin(np.pi * (np.arange(length) + 0.5) / length).astype(np.float64)
 
 
+class Stitcher:
+    """Overlap-add of crop heatmaps ``(length, F)`` starting at ``starts`` into one ``(frames, F)`` map,
+    each crop weighted by :func:`stitch_window` (a single crop: weight 1)."""
+
+    def __init__(self, frames: int, n_freq: int, starts: list[int], length: int):
+        self.starts, self.length = starts, length
+        self.acc, self.wsum = np.zeros((frames, n_freq)), np.zeros((frames, 1))
+        self.win = stitch_window(length)[:, None] if len(starts) > 1 else np.ones((length, 1))
+
+    def add(self, i: int, heat: np.ndarray) -> None:
+        """Add crop ``i``'s heatmap (the crop starting at ``starts[i]``)."""
+        s = self.starts[i]
+        self.acc[s : s + self.length] += self.win * heat
+        self.wsum[s : s + self.length] += self.win
+
+    def result(self) -> np.ndarray:
+        """The stitched map, float32."""
+        return (self.acc / self.wsum).astype(np.float32)
+
+
 def _to_heat(x0: torch.Tensor) -> torch.Tensor:
     """Final samples in [-1, 1] -> foreground probability in [0, 1]."""
     return (x0.clamp(-1, 1) + 1) / 2
@@ -124,9 +144,7 @@ def explain_utterance(model: SegDiffUNet, diff: Diffusion, utt, condition, crop_
     starts = crop_starts(frames, length, hop or max(length // 2, 1))
     noise = NoiseSource(seed, utterance_key(utt.id), len(starts), n_samples)
     chunk = max(1, max_batch // n_samples)
-    acc = np.zeros((frames, model.cfg.n_freq))
-    wsum = np.zeros((frames, 1))
-    win = stitch_window(length)[:, None] if len(starts) > 1 else np.ones((length, 1))
+    stitched = Stitcher(frames, model.cfg.n_freq, starts, length)
     for c0 in range(0, len(starts), chunk):
         ids = list(range(c0, min(c0 + chunk, len(starts))))
         if naive:
@@ -139,9 +157,8 @@ def explain_utterance(model: SegDiffUNet, diff: Diffusion, utt, condition, crop_
             heat = sample_batched(model, diff, cond, length, noise, ids, n_samples, ddim_steps, eta, max_batch)
         heat = heat.double().numpy()
         for k, i in enumerate(ids):
-            acc[starts[i] : starts[i] + length] += win * heat[k]
-            wsum[starts[i] : starts[i] + length] += win
-    return (acc / wsum).astype(np.float32)
+            stitched.add(i, heat[k])
+    return stitched.result()
 
 
 # ----------------------------------------------------------------------------------------------- checkpoints
