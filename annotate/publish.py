@@ -416,6 +416,8 @@ def cmd_card(a) -> int:
 
 
 def cmd_publish(a) -> int:
+    if a.max_files_per_commit < 1:
+        return _fail("publish", PublishError(f"--max-files-per-commit {a.max_files_per_commit}: must be >= 1"))
     if a.key and not a.withhold_test_masks:
         return _fail("publish", PublishError("--key is only used with --withhold-test-masks"))
     try:
