@@ -30,6 +30,6 @@ def read(root: str | Path | None = None, *, real_root: str | Path | None = None)
     if not current:
         import sys
 
-        print(f"annotate: generating the demo corpus in {base} (first run only, about 30 s)", file=sys.stderr, flush=True)
+        print(f"annotate: generating the demo corpus in {base} (first run only: ~40 CPU-seconds)", file=sys.stderr, flush=True)
         ensure(base)
     return librisevoc.read(base, source="demo")
