@@ -114,6 +114,10 @@ def test_same_seed_same_weights_and_resume_replays(tmp_path, three_rows):
     assert a["normalisation"] == b["normalisation"]
     with pytest.raises(ValueError, match="another config"):
         train(replace(tiny_cfg(6), model=ModelConfig(widths=(8, 16, 32), groups=4)), "demo", tmp_path / "a", **kw)
+    (tmp_path / "segdiff").mkdir()
+    torch.save({"model": {}, "step": 3}, tmp_path / "segdiff" / "last.pt")  # another method's checkpoint folder
+    with pytest.raises(ValueError, match="another method"):
+        train(tiny_cfg(4), "demo", tmp_path / "segdiff", **kw)
 
 
 # ----------------------------------------------------------------------------------------------- CLIs

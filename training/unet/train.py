@@ -79,8 +79,9 @@ def train(cfg: UNetConfig, dataset: str | Path, out: str | Path, *, train_split:
     state = None
     if (out / STATE_FILE).exists():
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
-        old = UNetConfig.from_dict(state["config"]) if state.get("method") == METHOD else None
-        if old is None or _free_settings(old) != _free_settings(cfg):
+        if state.get("method") != METHOD:
+            raise ValueError(f"{out} holds a checkpoint of another method (not `train unet`): pass a new --out")
+        if _free_settings(UNetConfig.from_dict(state["config"])) != _free_settings(cfg):
             raise ValueError(f"{out} holds a checkpoint with another config: pass a new --out or the same options")
     if utts is None:
         utts = load_split(dataset, train_split, limit=train_limit, normalise=None)
