@@ -61,7 +61,6 @@ def decode_all(work: Path, per_speaker: int | None, seed: int) -> Path:
         return reals
     if shutil.which("ffmpeg") is None:
         sys.exit("devcorpus: ffmpeg not found: apt-get install ffmpeg")
-    shutil.rmtree(reals, ignore_errors=True)
     jobs = []
     for spk, (pkg, ext) in SPEAKERS.items():
         files = package_files(pkg, ext)
@@ -74,16 +73,31 @@ def decode_all(work: Path, per_speaker: int | None, seed: int) -> Path:
             dest = reals / spk / rel.with_suffix(".wav")
             jobs.append((f, dest))
 
-    def run(job: tuple[Path, Path]) -> None:
+    wanted = {dest for _, dest in jobs}
+    for old in reals.rglob("*.wav") if reals.is_dir() else []:  # files of an earlier selection
+        if old not in wanted:
+            old.unlink()
+
+    def run(job: tuple[Path, Path]) -> str | None:
+        """Decode one file; returns its path if ffmpeg cannot (a few prompt files are corrupt)."""
         src, dest = job
+        if dest.is_file():
+            return None
         dest.parent.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), "-ac", "1", "-ar", "16000",
-                        "-c:a", "pcm_s16le", str(dest)], check=True)
+        tmp = dest.with_name(dest.stem + ".tmp.wav")
+        r = subprocess.run(["ffmpeg", "-nostdin", "-loglevel", "error", "-y", "-i", str(src), "-ac", "1", "-ar", "16000",
+                            "-c:a", "pcm_s16le", str(tmp)], capture_output=True)
+        if r.returncode != 0:
+            tmp.unlink(missing_ok=True)
+            return str(src)
+        tmp.replace(dest)
+        return None
 
     from tqdm import tqdm
 
     with ThreadPoolExecutor(4) as ex:
-        list(tqdm(ex.map(run, jobs), total=len(jobs), desc="ffmpeg decode", unit="file"))
+        failed = [f for f in tqdm(ex.map(run, jobs), total=len(jobs), desc="ffmpeg decode", unit="file") if f]
+    (work / "ffmpeg_failed.txt").write_text("".join(f + "\n" for f in failed))
     marker.write_text(want)
     return reals
 
@@ -132,6 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     rs = json.loads((corpus / "summary.json").read_text())
     bs = json.loads((ds / "summary.json").read_text())
     report = {
+        "ffmpeg_failed": (work / "ffmpeg_failed.txt").read_text().split(),
         "resynth": {k: rs[k] for k in ("utterances", "spoofs", "hours_real", "rejects", "rejects_by_reason",
                                        "speakers_per_split", "utterances_per_split", "cpu_seconds")},
         "build": {k: bs[k] for k in ("rows_out", "rows_per_split", "hours_audio", "rejects", "rejects_by_reason")},
