@@ -112,11 +112,59 @@ def cmd_stats(a) -> int:
     return 0
 
 
+def _resynth_parser(sub) -> None:
+    from .vocoders import BUILTIN
+
+    p = sub.add_parser("resynth", help="make a parallel corpus (LibriSeVoc layout) from a folder of real speech",
+                       description="Re-synthesise every audio file under --real-root with each vocoder and write a "
+                                   "LibriSeVoc-layout corpus (gt/, {vocoder}/, split lists by speaker, truth.json of "
+                                   "exact lags) that `annotate build --source librisevoc --root OUT` reads. "
+                                   "Re-running the same command resumes a killed run.")
+    p.add_argument("--real-root", required=True, help="folder of real recordings (any rate; stereo is mixed down; "
+                                                       "the first folder level names the speaker)")
+    p.add_argument("--out", required=True, help="corpus folder to write")
+    p.add_argument("--vocoders", default="world,griffinlim,mp3,opus",
+                   help=f"comma-separated: {', '.join(BUILTIN)} (mp3@0.9 / opus@0.9: libsndfile compression level "
+                        "0-1, higher = fewer bits), or [name=]module:function(wave, sr) -> wave for your own vocoder")
+    p.add_argument("--trim-edges", type=float, default=0.0,
+                   help="share of spoofs whose leading/trailing silence is trimmed, as in LibriSeVoc (default 0)")
+    p.add_argument("--sample-rate", type=int, default=16000, help="rate of the written corpus in Hz (default 16000)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random draw (Griffin-Lim phase, LPC noise, trims, splits)")
+    p.add_argument("--dev-speakers", default="", help="comma-separated speakers to put in dev (default: drawn by seed)")
+    p.add_argument("--test-speakers", default="", help="comma-separated speakers to put in test (default: drawn by seed)")
+    p.add_argument("--min-seconds", type=float, default=0.5, help="reals shorter than this are rejected (default 0.5)")
+    p.add_argument("--chunk-size", type=int, default=16, help="utterances per unit of work (default 16)")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (default 1)")
+    p.add_argument("--backend", default="loky", choices=("loky", "dask", "ray"), help="where workers run")
+    p.add_argument("--scheduler", default=None, help="Dask scheduler or Ray address (default: local)")
+    p.add_argument("--overwrite", action="store_true", help="replace a corpus made with other parameters")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=cmd_resynth)
+
+
+def cmd_resynth(a) -> int:
+    from .resynth import ResynthConfig, ResynthError, resynth
+
+    if a.workers < 1:
+        raise ResynthError(f"--workers {a.workers}: give at least 1")
+    split = lambda s: tuple(x.strip() for x in s.split(",") if x.strip())  # noqa: E731
+    cfg = ResynthConfig(real_root=str(Path(a.real_root).expanduser().resolve()), vocoders=split(a.vocoders),
+                        sample_rate=a.sample_rate, trim_edges=a.trim_edges, min_seconds=a.min_seconds, seed=a.seed,
+                        chunk_size=a.chunk_size, dev_speakers=split(a.dev_speakers), test_speakers=split(a.test_speakers))
+    summary = resynth(cfg, a.out, workers=a.workers, overwrite=a.overwrite, backend=a.backend,
+                      scheduler=a.scheduler, progress=not a.no_progress)
+    print(json.dumps(summary, indent=2))
+    print(f"wrote {summary['utterances']} reals and {summary['spoofs']} spoofs to {a.out}; {summary['rejects']} rejects in "
+          f"{Path(a.out) / 'rejects.jsonl'}; next: annotate build --source librisevoc --root {a.out} --out DS")
+    return 0
+
+
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="annotate", description="vocmask: ground-truth artifact masks from parallel real/vocoded speech")
     sub = parser.add_subparsers(dest="cmd", required=True)
     _build_parser(sub)
+    _resynth_parser(sub)
     p = sub.add_parser("show", help="real / spoof / smoothed difference / mask picture of one row (paper Fig. 1)")
     p.add_argument("dataset")
     p.add_argument("--id", required=True, help=f"row id (e.g. {EXAMPLE_ID} in the demo; list them with `annotate ids DS`)")
