@@ -23,15 +23,28 @@ META_KEY = b"vocmask"
 # ----------------------------------------------------------------------------------------------- writing
 
 
-def heatmap_type(dtype: str = "float32") -> pa.DataType:
-    """Arrow type of the ``heatmap`` column: ``list<list<dtype>>``."""
-    return pa.list_(pa.list_(pa.from_numpy_dtype(np.dtype(dtype))))
+def heatmap_type(dtype: str = "float32", ndim: int = 2) -> pa.DataType:
+    """Arrow type of the ``heatmap`` column: ``list<list<dtype>>`` (``ndim=1``: ``list<dtype>``, temporal maps)."""
+    t = pa.list_(pa.from_numpy_dtype(np.dtype(dtype)))
+    return t if ndim == 1 else pa.list_(t)
 
 
-def submission_schema(metadata: dict | None = None, dtype: str = "float32") -> pa.Schema:
-    """Schema ``(id string, heatmap list<list<dtype>>)`` with ``metadata`` as JSON under ``b"vocmask"``."""
+def submission_schema(metadata: dict | None = None, dtype: str = "float32", ndim: int = 2) -> pa.Schema:
+    """Schema ``(id string, heatmap list<list<dtype>>)`` with ``metadata`` as JSON under ``b"vocmask"``
+    (``ndim=1``: ``heatmap list<dtype>``, one value per frame, for the temporal track)."""
     meta = {META_KEY: json.dumps(metadata or {}, sort_keys=True, default=str).encode()}
-    return pa.schema([("id", pa.string()), ("heatmap", heatmap_type(dtype))], metadata=meta)
+    return pa.schema([("id", pa.string()), ("heatmap", heatmap_type(dtype, ndim))], metadata=meta)
+
+
+def heatmaps_1d_to_arrow(heatmaps: Sequence[np.ndarray], dtype: str = "float32") -> pa.Array:
+    """``list<dtype>`` array of 1-D (per-frame) heatmaps."""
+    arrays = [np.asarray(h, dtype=dtype) for h in heatmaps]
+    for a in arrays:
+        if a.ndim != 1:
+            raise ValueError(f"a temporal heatmap must be 1-D (frames,), got shape {a.shape}")
+    flat = np.concatenate(arrays) if arrays else np.zeros(0, dtype=dtype)
+    offsets = np.concatenate([[0], np.cumsum([len(a) for a in arrays])]).astype(np.int32)
+    return pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat))
 
 
 def heatmaps_to_arrow(heatmaps: Sequence[np.ndarray], dtype: str = "float32") -> pa.Array:
@@ -52,11 +65,13 @@ def heatmaps_to_arrow(heatmaps: Sequence[np.ndarray], dtype: str = "float32") ->
 class SubmissionWriter:
     """Streams ``(id, heatmap)`` rows into one Parquet file; written to ``path.tmp`` and renamed on ``close()``."""
 
-    def __init__(self, path: str | Path, metadata: dict | None = None, rows_per_group: int = 64, dtype: str = "float32"):
+    def __init__(self, path: str | Path, metadata: dict | None = None, rows_per_group: int = 64, dtype: str = "float32",
+                 ndim: int = 2):
         self.path = Path(path)
         self.tmp = self.path.with_name(self.path.name + ".tmp")
         self.dtype = dtype
-        self.schema = submission_schema(metadata, dtype)
+        self.ndim = ndim
+        self.schema = submission_schema(metadata, dtype, ndim)
         self.rows_per_group = rows_per_group
         self._ids: list[str] = []
         self._maps: list[np.ndarray] = []
@@ -73,7 +88,8 @@ class SubmissionWriter:
     def _flush(self) -> None:
         if self._ids:
             table = pa.Table.from_arrays(
-                [pa.array(self._ids, pa.string()), heatmaps_to_arrow(self._maps, self.dtype)], schema=self.schema
+                [pa.array(self._ids, pa.string()),
+                 (heatmaps_1d_to_arrow if self.ndim == 1 else heatmaps_to_arrow)(self._maps, self.dtype)], schema=self.schema
             )
             self._writer.write_table(table)
             self.rows += len(self._ids)
@@ -146,11 +162,31 @@ def decode_2d(arr: pa.Array) -> list[tuple[np.ndarray | None, str | None]]:
     return out
 
 
+def decode_1d(arr: pa.Array) -> list[tuple[np.ndarray | None, str | None]]:
+    """Rows of a ``list<number>`` array (1-D temporal maps) as ``(array, None)``, or ``(None, "null")``."""
+    if isinstance(arr, pa.ChunkedArray):
+        arr = arr.combine_chunks()
+    if isinstance(arr.type, pa.ExtensionType):
+        arr = arr.storage
+    nulls = arr.is_null().to_numpy(zero_copy_only=False)
+    offsets = _offsets(arr)
+    flat = arr.values.to_numpy(zero_copy_only=False)
+    return [(None, "null") if nulls[k] else (flat[offsets[k] : offsets[k + 1]], None) for k in range(len(arr))]
+
+
+def _is_1d(t: pa.DataType) -> bool:
+    t = t.storage_type if isinstance(t, pa.ExtensionType) else t
+    nested = pa.types.is_list(t.value_type) or pa.types.is_large_list(t.value_type) or pa.types.is_fixed_size_list(t.value_type)
+    return not nested
+
+
 def iter_file_heatmaps(pf: pq.ParquetFile, batch_rows: int = 256) -> Iterator[tuple[str, np.ndarray | None, str | None]]:
-    """``(id, heatmap, problem)`` for every row of one open Parquet file, one record batch at a time."""
+    """``(id, heatmap, problem)`` for every row of one open Parquet file, one record batch at a time
+    (2-D heatmaps, or 1-D temporal maps when the column is ``list<float>``)."""
     for batch in pf.iter_batches(batch_size=batch_rows, columns=["id", "heatmap"]):
         ids = batch.column(0).to_pylist()
-        for i, (h, problem) in zip(ids, decode_2d(batch.column(1))):
+        col = batch.column(1)
+        for i, (h, problem) in zip(ids, (decode_1d if _is_1d(col.type) else decode_2d)(col)):
             yield i, h, problem
 
 

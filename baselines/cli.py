@@ -31,6 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-rows", type=int, default=8, help="rows per resumable part (default 8)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--temporal", action="store_true",
+                   help="gradcam: write 1-D maps (one value per STFT frame) of the last temporal layer, for the temporal track")
     g = p.add_argument_group("SHAP")
     g.add_argument("--n-references", type=int, default=20, help="DeepSHAP bona fide references (default 20)")
     g.add_argument("--n-samples", type=int, default=None, help="GradientSHAP samples (default 20); SegDiff samples (default 32)")
@@ -97,6 +99,7 @@ def _run(a: argparse.Namespace) -> int:
         shap = ShapConfig(n_references=a.n_references, n_samples=20 if a.n_samples is None else a.n_samples, chunk=a.chunk, extend_rescale=not a.no_extend_rescale)
         lrp = replace(LRPConfig(), eps=a.eps, gamma_conv1d=a.gamma_conv1d, gamma_conv2d=a.gamma_conv2d, gamma_linear=a.gamma_linear)
         cfg = ExplainConfig(method=a.method, dataset=a.dataset, split=a.split, detector=a.detector, seed=a.seed, limit=a.limit,
+                            temporal=a.temporal,
                             batch_rows=a.batch_rows, shap=shap, lrp=lrp)
         path = run(cfg, a.output, progress=not a.no_progress)
     print(f"wrote {path}")

@@ -42,6 +42,7 @@ class ExplainConfig:
     seed: int = 0
     limit: int | None = None
     batch_rows: int = 8  # rows per resumable part file
+    temporal: bool = False  # gradcam: 1-D maps (frames,) of the last temporal layer, for the temporal track
     shap: ShapConfig = field(default_factory=ShapConfig)
     lrp: LRPConfig = field(default_factory=LRPConfig)
 
@@ -57,6 +58,8 @@ class ExplainConfig:
             return s
         if self.method == "attnlrp":
             return self.lrp.to_dict()
+        if self.method == "gradcam" and self.temporal:
+            return {"layer": "detector.gradcam_layer", "relu": True, "output": "1-D, one value per STFT frame (temporal track)"}
         if self.method == "gradcam":
             return {"layer": "detector.gradcam_layer", "relu": True, "spread": "constant over frequency"}
         if self.method == "smoothed-random":
@@ -158,6 +161,10 @@ class DetectorExplainer:
             res = attnlrp(lambda mag: self.wrapper.from_magnitude(mag, phase)[:, 1], torch.exp(logmag), self.wrapper, self.cfg.lrp)
             self.unhandled.update(res.unhandled)
             return res.relevance.numpy()
+        if m == "gradcam" and self.cfg.temporal:
+            from .gradcam import gradcam_time
+
+            return gradcam_time(self.wrapper, logmag, phase)[:, :, None]
         if m == "gradcam":
             from .gradcam import gradcam
 
@@ -177,7 +184,8 @@ class DetectorExplainer:
             raise ValueError(f"row {row['id']}: audio at {sr} Hz, the STFT config expects {self.stft.sample_rate} Hz")
         win = make_windows(x, self.length, self.stft)
         logmag, phase = spectrogram(win.crops, self.stft)
-        return win.to_utterance(self.attribute(logmag, phase, row_seed(self.cfg.seed, row["id"])))
+        heat = win.to_utterance(self.attribute(logmag, phase, row_seed(self.cfg.seed, row["id"])))
+        return heat[:, 0] if self.cfg.temporal else heat
 
     def report(self) -> dict:
         out = {}
@@ -244,6 +252,9 @@ def run(cfg: ExplainConfig, out: str | Path, *, progress: bool = True, detector=
 
     if cfg.method not in DETECTOR_METHODS + CHANCE:
         raise ValueError(f"unknown method {cfg.method!r} for this run loop; choose from {', '.join(DETECTOR_METHODS + CHANCE)}")
+    if cfg.temporal and cfg.method != "gradcam":
+        raise ValueError(f"--temporal writes 1-D Grad-CAM maps: use it with --method gradcam, not {cfg.method}")
+    ndim = 1 if cfg.temporal else 2
     out = Path(out)
     stft_cfg = _stft_config(cfg.dataset)
     n_rows = _row_count(cfg.dataset, cfg.split)
@@ -272,14 +283,14 @@ def run(cfg: ExplainConfig, out: str | Path, *, progress: bool = True, detector=
             continue
         if explainer is None:
             explainer = make_explainer(cfg, stft_cfg, detector)
-        with SubmissionWriter(part, meta) as w:
+        with SubmissionWriter(part, meta, ndim=ndim) as w:
             for _ in range(hi - lo):
                 row = next(rows)
                 t0 = time.perf_counter()
                 heat = explainer(row)
                 seconds += time.perf_counter() - t0
                 explained += 1
-                expected = (stft_cfg.n_frames(int(row["num_samples"])), stft_cfg.n_freq)
+                expected = (stft_cfg.n_frames(int(row["num_samples"])),) + (() if cfg.temporal else (stft_cfg.n_freq,))
                 if heat.shape != expected:
                     raise RuntimeError(f"row {row['id']}: {cfg.method} made a {heat.shape} heatmap, the row's grid is {expected}")
                 w.write(row["id"], heat)
@@ -291,7 +302,7 @@ def run(cfg: ExplainConfig, out: str | Path, *, progress: bool = True, detector=
         final["seconds_per_utterance"] = seconds / explained
     if isinstance(explainer, DetectorExplainer):
         final.update(explainer.report())
-    with SubmissionWriter(out, final) as w:
+    with SubmissionWriter(out, final, ndim=ndim) as w:
         for f in files:
             for rid, heat, problem in iter_heatmaps([f]):
                 if problem is not None:

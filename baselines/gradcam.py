@@ -27,8 +27,9 @@ def time_to_frames(cam: np.ndarray, n_samples: int, n_frames: int, cfg: STFTConf
     return np.stack([np.interp(frame_centres, step_centres, c) for c in cam])
 
 
-def gradcam(wrapper: RawWrapper, logmag: Tensor, phase: Tensor, layer: nn.Module | None = None) -> np.ndarray:
-    """Grad-CAM heatmaps ``(W, frames, F)`` of the spoof class (ReLU'd, time-only, constant over frequency)."""
+def gradcam_time(wrapper: RawWrapper, logmag: Tensor, phase: Tensor, layer: nn.Module | None = None) -> np.ndarray:
+    """1-D Grad-CAM maps ``(W, frames)`` of the spoof class on the crops' STFT frames (ReLU'd; the layer's
+    non-time axes averaged, then interpolated from its time steps to the frames)."""
     from captum.attr import LayerGradCam
 
     layer = layer if layer is not None else gradcam_layer(wrapper.detector)
@@ -37,5 +38,10 @@ def gradcam(wrapper: RawWrapper, logmag: Tensor, phase: Tensor, layer: nn.Module
         logmag, target=SPOOF, additional_forward_args=(phase,), relu_attributions=True
     )  # (W, 1, ..., T)
     cam = cam.detach().reshape(cam.shape[0], -1, cam.shape[-1]).mean(1).double().numpy()
-    frames = time_to_frames(cam, wrapper.length, logmag.shape[1], wrapper.cfg)
+    return time_to_frames(cam, wrapper.length, logmag.shape[1], wrapper.cfg)
+
+
+def gradcam(wrapper: RawWrapper, logmag: Tensor, phase: Tensor, layer: nn.Module | None = None) -> np.ndarray:
+    """Grad-CAM heatmaps ``(W, frames, F)`` of the spoof class (ReLU'd, time-only, constant over frequency)."""
+    frames = gradcam_time(wrapper, logmag, phase, layer)
     return np.repeat(frames[:, :, None], logmag.shape[2], axis=2).astype(np.float32)

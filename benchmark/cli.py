@@ -29,6 +29,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--workers", type=int, default=1, help="processes computing the metrics (default 1)")
     s.add_argument("--limit", type=int, help="score only the split's first N rows (as `explain --limit N` explains them)")
     s.add_argument("--ids", metavar="FILE", help="score only the ids listed in FILE, one a line (e.g. from `annotate ids`)")
+    s.add_argument("--track", choices=("auto", "tf", "temporal"), default="auto",
+                   help="tf: T-F masks; temporal: frame_labels (T-F maps reduced to time); auto: temporal for 1-D heatmaps")
     _boot_args(s)
 
     v = sub.add_parser("validate", help="run every submission check without scoring")
@@ -36,6 +38,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--dataset", required=True)
     v.add_argument("--split", default="test")
     v.add_argument("--key")
+    v.add_argument("--track", choices=("auto", "tf", "temporal"), default="auto", help="as for `score --track`")
 
     lb = sub.add_parser("leaderboard", help="rank result JSONs (chance baselines always included)")
     lb.add_argument("results", help="folder of result JSONs from `benchmark score -o`")
@@ -66,6 +69,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--threads", type=int, help="torch CPU threads")
     r.add_argument("--no-progress", action="store_true")
     _boot_args(r)
+
+    an = sub.add_parser("analyse", help="temporal activation analysis: bona fide vs spoof, splice boundaries, speech activity")
+    an.add_argument("submission", help="Parquet file or folder of 1-D (or T-F, reduced to time) heatmaps")
+    an.add_argument("--dataset", required=True, help="dataset with frame_labels (`annotate partial`)")
+    an.add_argument("--split", default="test")
+    an.add_argument("-o", "--output", help="folder for analysis.json, analysis.png, per_utterance.jsonl (default: SUB_analysis)")
+    an.add_argument("--examples", type=int, default=3, help="example utterances drawn in the PNG (default 3)")
     return p
 
 
@@ -73,6 +83,16 @@ def _boot_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples for the 95%% CIs (default 1000; at least 100, or 0 for no CI)")
     p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap (and of computed chance rows)")
+
+
+def _track(a) -> str:
+    """The track to score on: ``--track``, or for ``auto`` temporal when the submission's heatmaps are 1-D."""
+    if a.track != "auto":
+        return a.track
+    from .submission import submission_files
+    from .temporal import heatmap_ndim
+
+    return "temporal" if heatmap_ndim(submission_files(a.submission)) == 1 else "tf"
 
 
 def check_benchmark_options(a) -> None:
@@ -92,10 +112,19 @@ MIN_BOOTSTRAP = 100
 def _score(a) -> int:
     from .score import format_table, score_submission, write_result
 
-    result = score_submission(
-        a.submission, a.dataset, a.split, detector=a.detector, key=a.key, name=a.name,
-        boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed), workers=a.workers, limit=a.limit, ids_file=a.ids,
-    )
+    if _track(a) == "temporal":
+        from .score import ScoreError
+        from .temporal import score_temporal
+
+        if a.limit is not None or a.ids is not None:
+            raise ScoreError("--limit/--ids subset the T-F track only; the temporal track scores the whole split")
+
+        result = score_temporal(a.submission, a.dataset, a.split, name=a.name, boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed))
+    else:
+        result = score_submission(
+            a.submission, a.dataset, a.split, detector=a.detector, key=a.key, name=a.name,
+            boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed), workers=a.workers, limit=a.limit, ids_file=a.ids,
+        )
     for w in result["warnings"]:
         print(f"benchmark: warning: {w}", file=sys.stderr)
     print(format_table(result))
@@ -106,8 +135,11 @@ def _score(a) -> int:
 
 def _validate(a) -> int:
     from .score import validate_submission
+    from .temporal import validate_temporal
 
-    for w in validate_submission(a.submission, a.dataset, a.split, a.key):
+    warnings = (validate_temporal(a.submission, a.dataset, a.split) if _track(a) == "temporal"
+                else validate_submission(a.submission, a.dataset, a.split, a.key))
+    for w in warnings:
         print(f"benchmark: warning: {w}", file=sys.stderr)
     print(f"{a.submission}: valid for split {a.split!r} of {a.dataset}")
     return 0
@@ -136,6 +168,18 @@ def _leaderboard(a) -> int:
         print(f"wrote {a.output}")
     else:
         sys.stdout.write(text)
+    return 0
+
+
+def _analyse(a) -> int:
+    from .analyse import AnalyseConfig, analyse, format_summary
+    from .score import ScoreError
+
+    if a.examples < 0:
+        raise ScoreError(f"--examples must be >= 0, got {a.examples}")
+    s = analyse(a.submission, a.dataset, a.split, a.output, AnalyseConfig(examples=a.examples))
+    print(format_summary(s))
+    print(f"wrote {s['out']}/analysis.json, analysis.png, per_utterance.jsonl")
     return 0
 
 
@@ -177,6 +221,8 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(a)
         if a.command == "leaderboard":
             return _leaderboard(a)
+        if a.command == "analyse":
+            return _analyse(a)
         return _run(a)
     except SubmissionError as e:
         print(f"benchmark: invalid submission {getattr(a, 'submission', '')}:", file=sys.stderr)

@@ -1,7 +1,9 @@
 """Leaderboard: rank result JSONs by mean IoU (ties: GDice, then name), chance baselines always included.
 
 Missing chance rows are computed from the dataset (seeded, see :mod:`benchmark.chance`). Renders
-Markdown, CSV (mean, CI low, CI high per metric) or one self-contained static HTML page.
+Markdown, CSV (mean, CI low, CI high per metric) or one self-contained static HTML page. Results of the
+temporal track (:mod:`benchmark.temporal`, ``"track": "temporal"``) are ranked in a table of their own,
+by frame AUC, with the temporal chance rows.
 """
 from __future__ import annotations
 
@@ -35,11 +37,38 @@ def load_results(folder: str | Path) -> list[dict]:
     return out
 
 
+def track_of(result: dict) -> str:
+    """``temporal`` for temporal-track results, ``tf`` (time-frequency) otherwise."""
+    return result.get("track") or "tf"
+
+
 def add_chance(
     results: list[dict], dataset: str | Path | None = None, split: str | None = None, seed: int = 0,
     boot: BootstrapConfig = BootstrapConfig(), key: str | Path | None = None,
 ) -> list[dict]:
-    """``results`` plus a computed row for every chance baseline that has no result file yet."""
+    """``results`` plus a computed row for every chance baseline that has no result file yet, per track
+    present (the T-F track when no temporal result is there)."""
+    temporal = [r for r in results if track_of(r) == "temporal"]
+    if temporal:
+        results = [r for r in results if track_of(r) != "temporal"] + _add_temporal_chance(temporal, dataset, split, seed, boot)
+        if all(track_of(r) == "temporal" for r in results):
+            return results
+    have = {r["name"] for r in results if r.get("kind") == "chance" and track_of(r) == "tf"}
+    missing = [m for m in CHANCE_METHODS if chance_name(m) not in have]
+    if not missing:
+        return results
+    tf = [r for r in results if track_of(r) == "tf"] or results
+    dataset = dataset or next((r.get("dataset") for r in tf if r.get("dataset")), None)
+    split = split or next((r.get("split") for r in tf if r.get("split")), None) or "test"
+    if dataset is None:
+        raise ScoreError(f"chance baselines {', '.join(missing)} have no result file and no dataset is known: pass --dataset DS")
+    truth = load_truth(dataset, split, key)
+    return results + [chance_result(m, dataset, split, seed, boot, truth=truth) for m in missing]
+
+
+def _add_temporal_chance(results: list[dict], dataset, split, seed: int, boot: BootstrapConfig) -> list[dict]:
+    from .temporal import load_temporal_truth, temporal_chance_result
+
     have = {r["name"] for r in results if r.get("kind") == "chance"}
     missing = [m for m in CHANCE_METHODS if chance_name(m) not in have]
     if not missing:
@@ -47,9 +76,9 @@ def add_chance(
     dataset = dataset or next((r.get("dataset") for r in results if r.get("dataset")), None)
     split = split or next((r.get("split") for r in results if r.get("split")), None) or "test"
     if dataset is None:
-        raise ScoreError(f"chance baselines {', '.join(missing)} have no result file and no dataset is known: pass --dataset DS")
-    truth = load_truth(dataset, split, key)
-    return results + [chance_result(m, dataset, split, seed, boot, truth=truth) for m in missing]
+        raise ScoreError(f"temporal chance baselines {', '.join(missing)} have no result file and no dataset is known: pass --dataset DS")
+    truth = load_temporal_truth(dataset, split)
+    return results + [temporal_chance_result(m, dataset, split, seed, boot, truth=truth) for m in missing]
 
 
 def _mean(r: dict, metric: str) -> float:
@@ -58,13 +87,19 @@ def _mean(r: dict, metric: str) -> float:
 
 
 def rank(results: list[dict], metric: str = RANKING_METRIC) -> list[dict]:
-    """Results sorted best first by ``metric`` (then GDice, then name)."""
+    """Results sorted best first by ``metric`` (then GDice, then name); error rates (EERs) rank lowest first."""
+    from .temporal import LOWER_IS_BETTER
+
+    if metric in LOWER_IS_BETTER:
+        return sorted(results, key=lambda r: (_mean(r, metric) if _mean(r, metric) > float("-inf") else float("inf"), r["name"]))
     return sorted(results, key=lambda r: (-_mean(r, metric), -_mean(r, "GDice"), r["name"]))
 
 
 def _metrics(results: list[dict]) -> list[str]:
+    from .temporal import TEMPORAL_METRICS
+
     present = {m for r in results for m in r["overall"]}
-    return [m for m in ALL_METRICS if m in present]
+    return [m for m in (*ALL_METRICS, *TEMPORAL_METRICS) if m in present]
 
 
 def _mixed(results: list[dict]) -> str | None:
@@ -152,7 +187,26 @@ def render_html(results: list[dict], metric: str = RANKING_METRIC, title: str = 
 
 
 def render(results: list[dict], fmt: str, metric: str = RANKING_METRIC) -> str:
-    """Dispatch to the renderer of ``fmt`` (md, csv or html)."""
+    """Dispatch to the renderer of ``fmt`` (md, csv or html); each track gets its own table (the temporal
+    track ranked by its own ranking metric unless ``metric`` is one of its metrics)."""
+    from .temporal import RANKING_METRIC as TEMPORAL_RANKING
+    from .temporal import TEMPORAL_METRICS
+
     if fmt not in FORMATS:
         raise ScoreError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
-    return {"md": render_md, "csv": render_csv, "html": render_html}[fmt](results, metric)
+    renderer = {"md": render_md, "csv": render_csv, "html": render_html}[fmt]
+    tracks = {t: [r for r in results if track_of(r) == t] for t in ("tf", "temporal")}
+    if not tracks["temporal"]:
+        return renderer(results, metric)
+    t_metric = metric if metric in TEMPORAL_METRICS else TEMPORAL_RANKING
+    if not tracks["tf"]:
+        return renderer(tracks["temporal"], t_metric) if fmt != "md" else "## Temporal track\n\n" + render_md(tracks["temporal"], t_metric)
+    if fmt == "md":
+        return ("## Time-frequency track\n\n" + render_md(tracks["tf"], metric) + "\n## Temporal track\n\n"
+                + render_md(tracks["temporal"], t_metric))
+    if fmt == "csv":
+        return render_csv(tracks["tf"], metric) + "\n" + render_csv(tracks["temporal"], t_metric)
+    tf_page = render_html(tracks["tf"], metric, title="vocmask leaderboard: time-frequency track")
+    t_page = render_html(tracks["temporal"], t_metric, title="vocmask leaderboard: temporal track")
+    body = t_page.split("<body>", 1)[1].rsplit("</body>", 1)[0]
+    return tf_page.replace("</body></html>", body + "</body></html>")

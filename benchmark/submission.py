@@ -181,6 +181,10 @@ MESSAGES = {
         "heatmap(s) are constant",
         "a constant heatmap binarises to an empty map: its F1, IoU and FBound are 0",
     ),
+    "constant_temporal": (
+        "temporal map(s) are constant",
+        "a constant map ranks every frame alike (AUC 50) and normalises to all zeros (IoU and F1 are 0)",
+    ),
 }
 
 

@@ -1,4 +1,5 @@
-"""Dataset rows -> detector items (bona fide = a row's aligned ``real_audio``, spoof = its ``spoof_audio``),
+"""Dataset rows -> detector items (bona fide = a row's aligned ``real_audio``, spoof = its ``spoof_audio``;
+in a partially spoofed dataset, one item per row: its ``spoof_audio``, label 1 when any frame is spoofed),
 random-access audio reading, fixed-length crops, and the neural-collapse manifest format."""
 from __future__ import annotations
 
@@ -29,6 +30,7 @@ class Item:
     shard: int
     group: int
     row: int
+    audio: str = ""  # audio column to read; "" = AUDIO_COLUMN[label]
 
     @property
     def key(self) -> tuple[str, int]:
@@ -41,6 +43,8 @@ def index_split(ds: str | Path, split: str, *, dedupe_real: bool = True) -> list
     paths = shard_paths(ds, split)
     if not paths:
         raise FileNotFoundError(f"no {split!r} shards in {Path(ds) / 'data'}: is {ds} a dataset built by `annotate build`?")
+    if "frame_labels" in pq.ParquetFile(paths[0]).schema_arrow.names:
+        return _index_partial(paths)
     items, seen = [], set()
     for si, path in enumerate(paths):
         f = pq.ParquetFile(path)
@@ -52,6 +56,20 @@ def index_split(ds: str | Path, split: str, *, dedupe_real: bool = True) -> list
                     seen.add(key)
                     items.append(Item(rid, 0, REAL_VOCODER, utt, si, g, r))
                 items.append(Item(rid, 1, voc, utt, si, g, r))
+    return items
+
+
+def _index_partial(paths: Sequence[Path]) -> list[Item]:
+    """Items of a partially spoofed dataset (``annotate partial``): each row's ``spoof_audio`` once, labelled
+    spoof when any of its frames is (bona fide rows: the real alone, label 0)."""
+    items = []
+    for si, path in enumerate(paths):
+        f = pq.ParquetFile(path)
+        for g in range(f.num_row_groups):
+            t = f.read_row_group(g, columns=["id", "utt_id", "vocoder", "frame_labels"]).to_pydict()
+            for r, (rid, utt, voc, fl) in enumerate(zip(t["id"], t["utt_id"], t["vocoder"], t["frame_labels"])):
+                label = int(any(v > 0 for v in fl or ()))
+                items.append(Item(rid, label, voc if label else REAL_VOCODER, utt, si, g, r, audio="spoof_audio"))
     return items
 
 
@@ -79,9 +97,10 @@ class AudioStore:
 
     def wave(self, item: Item) -> np.ndarray:
         """The item's waveform, float32 mono."""
-        cell = self._group(item.shard, item.group, AUDIO_COLUMN[item.label])[item.row]
+        column = item.audio or AUDIO_COLUMN[item.label]
+        cell = self._group(item.shard, item.group, column)[item.row]
         if not cell or not cell.get("bytes"):
-            raise ValueError(f"row {item.id}: empty {AUDIO_COLUMN[item.label]} cell; rebuild the dataset")
+            raise ValueError(f"row {item.id}: empty {column} cell; rebuild the dataset")
         return decode_bytes(cell["bytes"])[0]
 
 
