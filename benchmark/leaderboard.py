@@ -99,7 +99,7 @@ def _metrics(results: list[dict]) -> list[str]:
     from .temporal import TEMPORAL_METRICS
 
     present = {m for r in results for m in r["overall"]}
-    return [m for m in (*ALL_METRICS, *TEMPORAL_METRICS) if m in present]
+    return [m for m in dict.fromkeys((*ALL_METRICS, *TEMPORAL_METRICS)) if m in present]  # the tracks share AUC
 
 
 def _mixed(results: list[dict]) -> str | None:
