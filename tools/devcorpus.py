@@ -12,7 +12,7 @@ Then::
     python tools/devcorpus.py --work runs/devcorpus --per-speaker 300  # a seeded subset per speaker
 
 writes ``WORK/reals/{speaker}/*.wav`` (decoded by ffmpeg, 16 kHz mono), ``WORK/corpus`` (the resynth
-output), ``WORK/ds`` (the dataset), ``WORK/figures/{vocoder}.png`` (Fig. 1 of a test row per vocoder) and
+output), ``WORK/ds`` (the dataset), ``WORK/figures/{vocoder}_{speaker}.png`` (Fig. 1 of a row per vocoder and test speaker) and
 ``WORK/report.json`` (rows, hours, rejects by reason, alignment error against truth.json per vocoder). Each
 step is skipped when its output is complete, so a rerun resumes.
 """
@@ -155,12 +155,15 @@ def main(argv: list[str] | None = None) -> int:
     figs.mkdir(exist_ok=True)
     from annotate.dataset import read_table
 
-    rows = read_table(ds, columns=["id", "vocoder", "split", "num_samples"]).to_pylist()
+    rows = read_table(ds, columns=["id", "vocoder", "split", "speaker", "num_samples"]).to_pylist()
     for voc in sorted({r["vocoder"] for r in rows}):
-        cands = sorted((r for r in rows if r["vocoder"] == voc and r["split"] == "test"), key=lambda r: (-r["num_samples"], r["id"]))
-        pick = cands[len(cands) // 4]["id"]  # a longer-than-typical test utterance
-        annotate("show", str(ds), "--id", pick, "-o", str(figs / f"{voc}.png"))
-        report.setdefault("figures", {})[voc] = {"id": pick, "png": str(figs / f"{voc}.png")}
+        for spk in TEST_SPEAKERS:
+            cands = sorted((r for r in rows if r["vocoder"] == voc and r["speaker"] == spk),
+                           key=lambda r: (-r["num_samples"], r["id"]))
+            pick = cands[len(cands) // 4]["id"]  # a longer-than-typical test utterance
+            png = figs / f"{voc}_{spk}.png"
+            annotate("show", str(ds), "--id", pick, "-o", str(png))
+            report.setdefault("figures", {}).setdefault(voc, {})[spk] = {"id": pick, "png": str(png)}
     (work / "report.json").write_text(json.dumps(report, indent=2))
     print(json.dumps(report, indent=2))
     return 0
