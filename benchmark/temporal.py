@@ -15,7 +15,8 @@ measure whether a map is comparable across utterances), with the CI from a boots
 - ``pooled AUC``, ``pooled EER``: frame level;
 - ``segEER 20ms`` ... ``segEER 640ms``: PartialSpoof's segment-level EER at its six resolutions; segment j
   holds the frames centred in ``[j*r, (j+1)*r)``, it is spoofed if any of its frames is, its score is the
-  largest frame score in it.
+  mean frame score in it (a maximum would favour longer segments: an utterance's shorter last segment
+  would rank low whatever the map).
 """
 from __future__ import annotations
 
@@ -66,7 +67,7 @@ POLICIES = {
     "inner": "'inner' metrics leave out the frames centred in the first or last 100 ms",
     "pooled": "pooled metrics rank the raw values of every frame (or segment) of the split; 95% CI from a bootstrap over "
               f"utterances ({POOLED_RESAMPLES} draws at most)",
-    "segments": "PartialSpoof resolutions 20-640 ms; a segment is spoofed if any of its frames is; its score is its largest frame score",
+    "segments": "PartialSpoof resolutions 20-640 ms; a segment is spoofed if any of its frames is; its score is its mean frame score",
     "zero_division": "IoU and F1 are 0 when their denominator is 0",
 }
 
@@ -257,11 +258,10 @@ def utterance_scores(h: np.ndarray, truth: np.ndarray, inner: np.ndarray) -> dic
 
 
 def segments(h: np.ndarray, truth: np.ndarray, hop: int, sr: int, ms: int) -> tuple[np.ndarray, np.ndarray]:
-    """Segment scores (max) and labels (any) at a resolution of ``ms`` milliseconds."""
+    """Segment scores (mean) and labels (any) at a resolution of ``ms`` milliseconds."""
     seg = (np.arange(h.size) * hop) // (ms * sr // 1000)
     n = int(seg[-1]) + 1 if h.size else 0
-    score = np.full(n, -np.inf)
-    np.maximum.at(score, seg, h)
+    score = np.bincount(seg, weights=h, minlength=n) / np.maximum(np.bincount(seg, minlength=n), 1)
     lab = np.zeros(n, bool)
     np.logical_or.at(lab, seg, truth)
     return score, lab

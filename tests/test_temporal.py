@@ -71,12 +71,12 @@ def test_bonafide_rows_are_undefined_and_edges_are_100ms():
     assert e[:13].all() and not e[13] and e[-12:].all() and not e[-13]
 
 
-def test_segments_any_spoof_and_max_score():
+def test_segments_any_spoof_and_mean_score():
     h = np.arange(10, dtype=float)
     t = np.zeros(10, bool)
     t[4] = True
     score, lab = segments(h, t, 128, 16000, 20)  # 320 samples: frames centred at 0, 128, 256 share segment 0
-    assert score.tolist() == [2, 4, 7, 9] and lab.tolist() == [False, True, False, False]
+    assert score.tolist() == [1, 3.5, 6, 8.5] and lab.tolist() == [False, True, False, False]
 
 
 def test_pooled_oracle_is_perfect_and_random_near_50():
