@@ -59,7 +59,8 @@ class ExplainConfig:
         if self.method == "attnlrp":
             return self.lrp.to_dict()
         if self.method == "gradcam" and self.temporal:
-            return {"layer": "detector.gradcam_layer", "relu": True, "output": "1-D, one value per STFT frame (temporal track)"}
+            return {"layer": "detector.gradcam_layer", "relu": True, "input": "the whole utterance in one pass",
+                    "output": "1-D, one value per STFT frame (temporal track)"}
         if self.method == "gradcam":
             return {"layer": "detector.gradcam_layer", "relu": True, "spread": "constant over frequency"}
         if self.method == "smoothed-random":
@@ -161,10 +162,6 @@ class DetectorExplainer:
             res = attnlrp(lambda mag: self.wrapper.from_magnitude(mag, phase)[:, 1], torch.exp(logmag), self.wrapper, self.cfg.lrp)
             self.unhandled.update(res.unhandled)
             return res.relevance.numpy()
-        if m == "gradcam" and self.cfg.temporal:
-            from .gradcam import gradcam_time
-
-            return gradcam_time(self.wrapper, logmag, phase)[:, :, None]
         if m == "gradcam":
             from .gradcam import gradcam
 
@@ -182,10 +179,15 @@ class DetectorExplainer:
         x, sr = decode_bytes(audio["bytes"])
         if sr != self.stft.sample_rate:
             raise ValueError(f"row {row['id']}: audio at {sr} Hz, the STFT config expects {self.stft.sample_rate} Hz")
+        if self.cfg.temporal:  # one pass over the whole utterance (crops would leave steps at their joins)
+            from .gradcam import gradcam_time
+            from .rawwrapper import RawWrapper
+
+            logmag, phase = spectrogram(x[None], self.stft)
+            return gradcam_time(RawWrapper(self.detector, x.size, self.stft).eval(), logmag, phase)[0].astype(np.float32)
         win = make_windows(x, self.length, self.stft)
         logmag, phase = spectrogram(win.crops, self.stft)
-        heat = win.to_utterance(self.attribute(logmag, phase, row_seed(self.cfg.seed, row["id"])))
-        return heat[:, 0] if self.cfg.temporal else heat
+        return win.to_utterance(self.attribute(logmag, phase, row_seed(self.cfg.seed, row["id"])))
 
     def report(self) -> dict:
         out = {}
