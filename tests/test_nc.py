@@ -62,7 +62,8 @@ def test_allocate():
 
 def test_nc_on_demo(demo_ds, tmp_path_factory, tmp_path):
     """Trained small detector: NC sampling through the CLI writes a balanced manifest and trains a shallower
-    student; the nearest-mean label agrees with the teacher on a clear majority (> 0.7) of test inputs."""
+    student; the nearest-mean label agrees with the teacher on a clear majority (> 0.7) of test inputs and on
+    >= 90% of the confidently classified ones (max softmax >= 0.9), whose disagreements are listed."""
     from test_detector import trained_detector
     from training.cli import main
     from training.detector import load_detector
@@ -74,6 +75,8 @@ def test_nc_on_demo(demo_ds, tmp_path_factory, tmp_path):
     try:
         rep = nc_report(ck, demo_ds, "test", tmp_path / "nc")
         assert rep["agreement"] > 0.7, rep
+        assert rep["n_confident"] >= 5 and rep["agreement_confident"] >= 0.9, rep  # the issue's bar on confident items
+        assert len(rep["disagreements"]) == round(rep["n_confident"] * (1 - rep["agreement_confident"]))
         assert (tmp_path / "nc" / "nc_pca.png").stat().st_size > 10_000
         assert json.loads((tmp_path / "nc" / "nc.json").read_text())["agreement"] == rep["agreement"]
         outs = []

@@ -31,6 +31,7 @@ class Item:
     group: int
     row: int
     audio: str = ""  # audio column to read; "" = AUDIO_COLUMN[label]
+    dataset: str = ""  # dataset folder the row lives in; "" = the one the caller reads (single-dataset use)
 
     @property
     def key(self) -> tuple[str, int]:
@@ -102,6 +103,31 @@ class AudioStore:
         if not cell or not cell.get("bytes"):
             raise ValueError(f"row {item.id}: empty {column} cell; rebuild the dataset")
         return decode_bytes(cell["bytes"])[0]
+
+
+class MultiStore:
+    """Reads items of several datasets: each item's ``dataset`` picks an :class:`AudioStore` opened on first
+    use (``""`` = ``default``)."""
+
+    def __init__(self, default: str | Path, split: str):
+        self.default, self.split = str(default), split
+        self._stores: dict[str, AudioStore] = {}
+
+    def wave(self, item: Item) -> np.ndarray:
+        """The item's waveform, float32 mono, from its own dataset."""
+        ds = item.dataset or self.default
+        if ds not in self._stores:
+            if not shard_paths(ds, self.split):
+                raise FileNotFoundError(f"item {item.id}: no {self.split!r} shards in {Path(ds) / 'data'}")
+            self._stores[ds] = AudioStore(ds, self.split)
+        return self._stores[ds].wave(item)
+
+
+def open_store(ds: str | Path, split: str, items: Sequence[Item] = ()) -> AudioStore | MultiStore:
+    """The reader for ``items``: a plain :class:`AudioStore` of ``ds`` unless some item names another dataset."""
+    if any(it.dataset and it.dataset != str(ds) for it in items):
+        return MultiStore(ds, split)
+    return AudioStore(ds, split)
 
 
 def crop(x: np.ndarray, n: int, start: int = 0) -> np.ndarray:

@@ -1,5 +1,6 @@
-"""Scoring a split and the equal error rate, overall and per vocoder (each vocoder's spoofs against all
-bona fide items of the split), with a score-histogram + DET-curve PNG."""
+"""Scoring a split: the equal error rate and the average precision of the spoof class (mAP), overall and per
+vocoder (each vocoder's spoofs against all bona fide items of the split), with a score-histogram + DET-curve PNG.
+Any built dataset can be evaluated, whatever the model was trained on."""
 from __future__ import annotations
 
 import csv
@@ -12,7 +13,7 @@ import torch
 
 from annotate.show import save_figure
 
-from .data import AudioStore, Item, index_split, windows
+from .data import AudioStore, Item, MultiStore, index_split, windows
 from .model import Wav2Vec2AASIST, load_detector
 
 
@@ -38,7 +39,7 @@ def eer(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
 
 
 @torch.no_grad()
-def run_items(model: Wav2Vec2AASIST, store: AudioStore, items: Sequence[Item], *, batch_size: int = 16,
+def run_items(model: Wav2Vec2AASIST, store: AudioStore | MultiStore, items: Sequence[Item], *, batch_size: int = 16,
               max_windows: int = 8, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per item: mean logits over evenly spaced crops covering the utterance, and the mean embedding.
     Returns (logits (N, 2), embeddings (N, E))."""
@@ -70,17 +71,30 @@ def run_items(model: Wav2Vec2AASIST, store: AudioStore, items: Sequence[Item], *
     return (L / cnt[:, None]).astype(np.float32), (E / cnt[:, None]).astype(np.float32)
 
 
+def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision of the spoof class (label 1 = positive, higher score = more spoof-like): the area
+    under the precision-recall curve as scikit-learn's ``average_precision_score`` computes it (the "mAP"
+    reported with the EER)."""
+    from sklearn.metrics import average_precision_score
+
+    labels = np.asarray(labels)
+    if labels.min() == labels.max():
+        raise ValueError("average precision needs both bona fide and spoof items")
+    return float(average_precision_score(labels, scores, pos_label=1))
+
+
 def metrics(items: Sequence[Item], scores: np.ndarray) -> dict:
-    """EER overall and per vocoder, with counts."""
+    """EER and mAP (spoof average precision) overall and per vocoder, with counts."""
     labels = np.array([it.label for it in items])
     vocs = np.array([it.vocoder for it in items])
     overall, thr = eer(labels, scores)
     per = {}
     for v in sorted(set(vocs[labels == 1])):
         sel = (labels == 0) | (vocs == v)
-        per[str(v)] = {"eer": eer(labels[sel], scores[sel])[0], "n_spoof": int((vocs == v).sum())}
-    return {"eer": overall, "threshold": thr, "n_bona": int((labels == 0).sum()), "n_spoof": int((labels == 1).sum()),
-            "per_vocoder": per}
+        per[str(v)] = {"eer": eer(labels[sel], scores[sel])[0], "map": average_precision(labels[sel], scores[sel]),
+                       "n_spoof": int((vocs == v).sum())}
+    return {"eer": overall, "map": average_precision(labels, scores), "threshold": thr,
+            "n_bona": int((labels == 0).sum()), "n_spoof": int((labels == 1).sum()), "per_vocoder": per}
 
 
 def plot(items: Sequence[Item], scores: np.ndarray, path: str | Path, title: str = "") -> Path:

@@ -73,24 +73,33 @@ def select(emb: np.ndarray, labels: np.ndarray, n_per_class: int, *, clusters: i
 
 def explain(emb: np.ndarray, logits: np.ndarray, means: np.ndarray) -> dict:
     """Per input: Euclidean distances to the bona fide and spoof means, the nearest-mean label
-    (0 bona fide, 1 spoof), the model's predicted label (argmax of logits) and whether they agree."""
+    (0 bona fide, 1 spoof), the model's predicted label (argmax of logits), whether they agree, and the
+    model's confidence (its largest softmax probability)."""
+    from scipy.special import softmax
+
     d_real = np.linalg.norm(emb - means[0], axis=1)
     d_fake = np.linalg.norm(emb - means[1], axis=1)
     nc_label = (d_fake < d_real).astype(int)
-    pred = np.asarray(logits).argmax(1)
-    return {"d_real": d_real, "d_fake": d_fake, "nc_label": nc_label, "pred": pred, "agree": nc_label == pred}
+    logits = np.asarray(logits, dtype=np.float64)
+    pred = logits.argmax(1)
+    p_max = softmax(logits, axis=1).max(1) if len(logits) else np.zeros(0)
+    return {"d_real": d_real, "d_fake": d_fake, "nc_label": nc_label, "pred": pred, "agree": nc_label == pred,
+            "p_max": p_max}
 
 
-def summary(expl: dict, labels: np.ndarray, scores: np.ndarray) -> dict:
-    """Agreement rate of nearest-mean vs model labels, the NC classifier's accuracy, and the Spearman
-    correlation between the NC margin (d_real - d_fake) and the model's spoof score."""
+def summary(expl: dict, labels: np.ndarray, scores: np.ndarray, confidence: float = 0.9) -> dict:
+    """Agreement rate of nearest-mean vs model labels (on all inputs, and on the confidently classified ones:
+    max softmax >= ``confidence``), the NC classifier's accuracy, and the Spearman correlation between the NC
+    margin (d_real - d_fake) and the model's spoof score."""
     from scipy.stats import spearmanr
 
     margin = expl["d_real"] - expl["d_fake"]
     rho = spearmanr(margin, scores).statistic if len(scores) > 2 else float("nan")
+    sure = expl["p_max"] >= confidence
     return {"agreement": float(np.mean(expl["agree"])), "nc_accuracy": float(np.mean(expl["nc_label"] == labels)),
             "model_accuracy": float(np.mean(expl["pred"] == labels)), "margin_score_spearman": float(rho),
-            "n": int(len(labels))}
+            "n": int(len(labels)), "confidence": float(confidence), "n_confident": int(sure.sum()),
+            "agreement_confident": float(np.mean(expl["agree"][sure])) if sure.any() else None}
 
 
 def plot_pca(emb: np.ndarray, labels: np.ndarray, means: np.ndarray, path: str | Path, *,

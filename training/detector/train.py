@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import DetectorConfig, TrainConfig
-from .data import AudioStore, Item, index_split, random_crop
+from .data import AudioStore, Item, MultiStore, index_split, open_store, random_crop
 from .model import Wav2Vec2AASIST, read_meta, save_detector
 
 STATE_FILE = "train_state.pt"
@@ -36,7 +36,7 @@ def class_weights(items: Sequence[Item], given: tuple[float, float] | None) -> t
     return n_s / len(items), n_b / len(items)
 
 
-def _batch(store: AudioStore, items: Sequence[Item], idx: np.ndarray, n: int, rng: np.random.Generator,
+def _batch(store: AudioStore | MultiStore, items: Sequence[Item], idx: np.ndarray, n: int, rng: np.random.Generator,
            tcfg: TrainConfig, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
     waves, labels = [], []
     for i in idx:
@@ -69,13 +69,14 @@ def train(
     extra_meta: dict | None = None,
     device: str | torch.device = "cpu",
 ) -> Path:
-    """Train (or resume) a detector on ``ds``'s ``split`` (or on ``items`` of it); returns the checkpoint folder."""
+    """Train (or resume) a detector on ``ds``'s ``split`` (or on ``items`` of it, or of the datasets their
+    ``dataset`` fields name); returns the checkpoint folder."""
     from tqdm import tqdm
 
     out = Path(out)
     items = list(items) if items is not None else index_split(ds, split)
     weights = class_weights(items, tcfg.class_weights)
-    store = AudioStore(ds, split)
+    store = open_store(ds, split, items)  # items may carry their own dataset (NC across corpora)
     torch.manual_seed(tcfg.seed)
     model = Wav2Vec2AASIST(cfg)
     model.to(device)
@@ -90,7 +91,8 @@ def train(
     meta = {
         "train": {**{k: v for k, v in asdict(tcfg).items() if k != "extra"}, **tcfg.extra, "class_weights_used": weights,
                   "dataset": str(ds), "split": split, "n_bona": sum(1 for it in items if it.label == 0),
-                  "n_spoof": sum(1 for it in items if it.label == 1)},
+                  "n_spoof": sum(1 for it in items if it.label == 1),
+                  **({"datasets": sorted({it.dataset or str(ds) for it in items})} if isinstance(store, MultiStore) else {})},
         **(extra_meta or {}),
     }
     w = torch.tensor(weights, dtype=torch.float32, device=device)
@@ -129,7 +131,7 @@ def _bn_layers(model: torch.nn.Module) -> list[torch.nn.modules.batchnorm._Batch
 
 
 @torch.no_grad()
-def precise_bn(model: Wav2Vec2AASIST, store: AudioStore, items: Sequence[Item], cfg: DetectorConfig,
+def precise_bn(model: Wav2Vec2AASIST, store: AudioStore | MultiStore, items: Sequence[Item], cfg: DetectorConfig,
                tcfg: TrainConfig, step: int) -> None:
     """Replace the BatchNorm running statistics by their plain average over ``precise_bn_batches`` training
     batches with the current weights. The exponential running averages lag behind fast-moving weights
