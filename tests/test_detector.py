@@ -204,3 +204,15 @@ def test_xlsr300m_forward_shapes():
     assert out["logits"].shape == (1, 2) and out["embedding"].shape == (1, 160)
     assert [t.shape for t in out["layers"]] == [(1, 201, 1024)] * 6
     assert seen == [(1, 64, 42, 67)]
+
+
+def test_balanced_batches_are_half_bona_fide():
+    from training.detector.data import Item
+    from training.detector.train import _by_class, draw_batch
+
+    items = [Item(f"r{i}", int(i % 5 != 0), "v", f"u{i}", 0, 0, i) for i in range(100)]  # 1 bona fide : 4 spoof
+    tcfg = TrainConfig(batch_size=8, balanced=True)
+    labels = [items[i].label for s in range(50) for i in draw_batch(np.random.default_rng([0, s]), items, tcfg, _by_class(items))]
+    assert labels.count(0) == labels.count(1) == 200
+    plain = [items[i].label for s in range(50) for i in draw_batch(np.random.default_rng([0, s]), items, TrainConfig(batch_size=8), _by_class(items))]
+    assert plain.count(0) < 130  # uniform over items: about a fifth bona fide

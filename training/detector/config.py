@@ -163,6 +163,7 @@ class TrainConfig:
     weight_decay: float = 1e-4
     seed: int = 0
     class_weights: tuple[float, float] | None = None  # (bona fide, spoof); None = inverse class frequency
+    balanced: bool = False  # batches drawn half bona fide, half spoof (then unweighted CE unless class_weights)
     rawboost_algo: int = 0
     rawboost_prob: float = 1.0
     save_every: int = 200

@@ -36,6 +36,22 @@ def class_weights(items: Sequence[Item], given: tuple[float, float] | None) -> t
     return n_s / len(items), n_b / len(items)
 
 
+def _by_class(items: Sequence[Item]) -> tuple[np.ndarray, np.ndarray]:
+    """Indices of the bona fide and of the spoof items."""
+    labels = np.array([it.label for it in items])
+    return np.flatnonzero(labels == 0), np.flatnonzero(labels == 1)
+
+
+def draw_batch(rng: np.random.Generator, items: Sequence[Item], tcfg: TrainConfig,
+               by_class: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """Item indices of one batch: uniform over items, or (``balanced``) half from each class."""
+    if not tcfg.balanced:
+        return rng.integers(0, len(items), tcfg.batch_size)
+    bona, spoof = by_class
+    n_b = tcfg.batch_size // 2
+    return np.concatenate([bona[rng.integers(0, len(bona), n_b)], spoof[rng.integers(0, len(spoof), tcfg.batch_size - n_b)]])
+
+
 def _batch(store: AudioStore | MultiStore, items: Sequence[Item], idx: np.ndarray, n: int, rng: np.random.Generator,
            tcfg: TrainConfig, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
     waves, labels = [], []
@@ -76,6 +92,9 @@ def train(
     out = Path(out)
     items = list(items) if items is not None else index_split(ds, split)
     weights = class_weights(items, tcfg.class_weights)
+    by_class = _by_class(items)
+    if tcfg.balanced and tcfg.class_weights is None:  # half of each batch is bona fide: no reweighting needed
+        weights = (0.5, 0.5)
     store = open_store(ds, split, items)  # items may carry their own dataset (NC across corpora)
     torch.manual_seed(tcfg.seed)
     model = Wav2Vec2AASIST(cfg)
@@ -106,7 +125,7 @@ def train(
     try:
         for step in bar:
             rng = np.random.default_rng([tcfg.seed, step])
-            idx = rng.integers(0, len(items), tcfg.batch_size)
+            idx = draw_batch(rng, items, tcfg, by_class)
             x, y = _batch(store, items, idx, cfg.crop, rng, tcfg, cfg.sample_rate)
             torch.manual_seed(tcfg.seed * 1_000_003 + step)
             loss = F.cross_entropy(model(x.to(device)), y.to(device), weight=w)
@@ -148,7 +167,7 @@ def precise_bn(model: Wav2Vec2AASIST, store: AudioStore | MultiStore, items: Seq
     model.train()
     for b in range(tcfg.precise_bn_batches):
         rng = np.random.default_rng([tcfg.seed, step, 1 + b, 7])
-        idx = rng.integers(0, len(items), tcfg.batch_size)
+        idx = draw_batch(rng, items, tcfg, _by_class(items))
         x, _ = _batch(store, items, idx, cfg.crop, rng, replace(tcfg, rawboost_algo=0), cfg.sample_rate)
         torch.manual_seed(tcfg.seed * 1_000_003 + step)
         model(x.to(next(model.parameters()).device))
