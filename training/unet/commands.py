@@ -19,7 +19,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", required=True, help="dataset folder from `annotate build`")
     p.add_argument("--out", required=True, help="checkpoint folder (last.pt, config.json, metrics.jsonl)")
     p.add_argument("--config", choices=PRESETS, default="small", help="named preset (default small: a CPU)")
-    p.add_argument("--steps", type=int, help=f"total optimiser steps (small preset: {d.steps}, about 13 CPU-minutes on one core)")
+    p.add_argument("--steps", type=int, help=f"total optimiser steps (small preset: {d.steps}, at most ~15 CPU-minutes on one core, docs/performance.md)")
     p.add_argument("--batch-size", type=int, help=f"crops per step (small preset: {d.batch_size})")
     p.add_argument("--crop-frames", type=int, help=f"training crop length in STFT frames (small preset: {d.crop_frames})")
     p.add_argument("--lr", type=float, help=f"Adam learning rate (small preset: {d.lr})")
