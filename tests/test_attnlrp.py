@@ -212,7 +212,9 @@ def test_strict_conservation_ignoring_biases():
     res = attnlrp(model, x, model, LRPConfig(bias="ignore"))
     assert res.output.abs().min() > 1e-3 and res.unhandled == ()
     assert _per_item_gap(res) <= STRICT, _per_item_gap(res)
-    assert set(k for k, v in res.absorbed.items() if v != 0) <= {"epsilon"}
+    # only ε is booked; the identity rule's x * (f(x) / x) differs from f(x) by float rounding alone (~1e-9 here)
+    rounding = STRICT * 1e-3 * float(res.output.abs().sum())
+    assert set(k for k, v in res.absorbed.items() if abs(float(v)) > rounding) <= {"epsilon"}
     absorbing = attnlrp(model, x, model, LRPConfig(bias="absorb"))
     assert _per_item_gap(absorbing) > 100 * STRICT
     assert abs(absorbing.absorbed["conv_bias"]) > 100 * STRICT * float(absorbing.output.abs().sum())
