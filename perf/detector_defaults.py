@@ -22,6 +22,9 @@ VARIANTS = {
     "balanced4k_nonorm": ({}, {"steps": 4000, "balanced": True}, {"normalize_input": False}),
     "balanced2k_crop2s": ({"crop": 32000}, {"steps": 2000, "balanced": True}, {}),
     "balanced4k_lr1e-4": ({}, {"steps": 4000, "balanced": True, "lr": 1e-4}, {}),
+    "nonorm800": ({}, {"steps": 800}, {"normalize_input": False}),
+    "crop3s800": ({"crop": 48000}, {"steps": 800}, {}),
+    "default800": ({}, {"steps": 800}, {}),
 }
 BASE_TRAIN = {"steps": 1000, "batch_size": 8, "lr": 5e-4, "seed": 0, "save_every": 1000}  # `train detector --config small`
 
