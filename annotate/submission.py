@@ -131,15 +131,20 @@ def _offsets(arr: pa.Array) -> np.ndarray:
     return np.asarray(arr.offsets.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
-def decode_2d(arr: pa.Array) -> list[tuple[np.ndarray | None, str | None]]:
-    """Rows of a 2-D nested list (or Array2D) array as ``(array, None)``, or ``(None, problem)`` for null/ragged rows.
-
-    Rectangular rows are zero-copy views into the Arrow buffer."""
+def _plain(arr: pa.Array | pa.ChunkedArray) -> tuple[pa.Array, np.ndarray]:
+    """One plain Arrow array (chunks combined, extension storage unwrapped) and its null flags."""
     if isinstance(arr, pa.ChunkedArray):
         arr = arr.combine_chunks()
     if isinstance(arr.type, pa.ExtensionType):
         arr = arr.storage
-    nulls = arr.is_null().to_numpy(zero_copy_only=False)
+    return arr, arr.is_null().to_numpy(zero_copy_only=False)
+
+
+def decode_2d(arr: pa.Array) -> list[tuple[np.ndarray | None, str | None]]:
+    """Rows of a 2-D nested list (or Array2D) array as ``(array, None)``, or ``(None, problem)`` for null/ragged rows.
+
+    Rectangular rows are zero-copy views into the Arrow buffer."""
+    arr, nulls = _plain(arr)
     outer = _offsets(arr)
     inner_arr = arr.values
     inner = _offsets(inner_arr)
@@ -164,11 +169,7 @@ def decode_2d(arr: pa.Array) -> list[tuple[np.ndarray | None, str | None]]:
 
 def decode_1d(arr: pa.Array) -> list[tuple[np.ndarray | None, str | None]]:
     """Rows of a ``list<number>`` array (1-D temporal maps) as ``(array, None)``, or ``(None, "null")``."""
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
-    if isinstance(arr.type, pa.ExtensionType):
-        arr = arr.storage
-    nulls = arr.is_null().to_numpy(zero_copy_only=False)
+    arr, nulls = _plain(arr)
     offsets = _offsets(arr)
     flat = arr.values.to_numpy(zero_copy_only=False)
     return [(None, "null") if nulls[k] else (flat[offsets[k] : offsets[k + 1]], None) for k in range(len(arr))]

@@ -206,8 +206,12 @@ def check_ids(sub_ids: Sequence[str | None], expected: Sequence[str], log: Probl
             log.error("duplicate", i, f"{n} times")
 
 
-def check_heatmap(id: str, heatmap: np.ndarray | None, problem: str | None, expected_shape: tuple, log: ProblemLog) -> bool:
-    """Shape, finiteness and constancy of one heatmap; returns True when it can be scored."""
+def check_heatmap(id: str, heatmap: np.ndarray | None, problem: str | None, expected_shape: tuple, log: ProblemLog,
+                  *, shape_text: str | None = None, constant: str = "constant") -> bool:
+    """Shape, finiteness and constancy of one heatmap; returns True when it can be scored.
+
+    ``shape_text``: how the expected shape is said in the error (default: the tuple); ``constant``: the warning
+    kind of a constant heatmap."""
     if problem is not None:
         if problem == "null":
             log.error("null", id)
@@ -215,12 +219,12 @@ def check_heatmap(id: str, heatmap: np.ndarray | None, problem: str | None, expe
             log.error("ragged", id, problem.removeprefix("ragged: "))
         return False
     if tuple(heatmap.shape) != tuple(expected_shape):
-        log.error("shape", id, f"expected {tuple(expected_shape)}, got {tuple(heatmap.shape)}")
+        log.error("shape", id, f"expected {shape_text or tuple(expected_shape)}, got {tuple(heatmap.shape)}")
         return False
     finite = np.isfinite(heatmap)
     if not finite.all():
         log.error("nonfinite", id, f"{int(finite.size - np.count_nonzero(finite))} values")
         return False
     if heatmap.size and heatmap.min() == heatmap.max():
-        log.warn("constant", id)
+        log.warn(constant, id)
     return True

@@ -40,6 +40,7 @@ from .submission import (
     _is_list,
     _open,
     _storage,
+    check_heatmap,
     check_ids,
     decode_2d,
     read_ids,
@@ -180,19 +181,7 @@ def reduce_to_time(h: np.ndarray) -> np.ndarray:
 
 def check_map(i: str, h: np.ndarray | None, problem: str | None, n_frames: int, log: ProblemLog) -> bool:
     """Length, finiteness and constancy of one temporal map; True when it can be scored."""
-    if problem is not None:
-        log.error("null" if problem == "null" else "ragged", i, "" if problem == "null" else problem.removeprefix("ragged: "))
-        return False
-    if h.shape != (n_frames,):
-        log.error("shape", i, f"expected {n_frames} frames, got {h.shape[0] if h.ndim else 0}")
-        return False
-    finite = np.isfinite(h)
-    if not finite.all():
-        log.error("nonfinite", i, f"{int(h.size - finite.sum())} values")
-        return False
-    if h.size and h.min() == h.max():
-        log.warn("constant_temporal", i)
-    return True
+    return check_heatmap(i, h, problem, (n_frames,), log, shape_text=f"{n_frames} frames", constant="constant_temporal")
 
 
 # ----------------------------------------------------------------------------------------------- metrics
