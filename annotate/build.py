@@ -187,7 +187,7 @@ def annotate_pair(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> li
                                "path": os.path.basename(pair.real_path)},
                 "spoof_logmag": log_magnitude(mag_sa),
                 "mask": mask,
-                "diff": _float16(d),
+                "diff": float16_saturated(d),
                 "num_samples": int(al.length),
                 "offset": int(al.offset),
                 "align_score": float(al.score),
@@ -199,7 +199,7 @@ def annotate_pair(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> li
     return rows
 
 
-def _float16(d: np.ndarray) -> np.ndarray:
+def float16_saturated(d: np.ndarray) -> np.ndarray:
     """D as float16, saturating at the largest finite half (torch's conversion is ~10x numpy's)."""
     import torch
 
@@ -211,31 +211,12 @@ def run_shard(task: ShardTask, out: str, *, cfg: BuildConfig, schema=None) -> di
     import torch
     from threadpoolctl import threadpool_limits
 
-    from . import flac, kernels
     from .align import warm_up as load_dtw
 
     torch.set_num_threads(1)  # one core per worker: parallelism comes from the workers
-    _keep_freed_memory()
-    # imports and compiled code load with the worker, not inside its first shard (cheap once loaded)
-    kernels.warm_up()
-    flac.warm_up()
-    load_dtw()
+    load_dtw()  # dtaidistance's C library loads with the worker, not inside its first pair
     with threadpool_limits(1):
         return _run_shard(task, cfg, out, schema)
-
-
-def _keep_freed_memory() -> None:
-    """Have glibc serve the ~1 MB arrays of each pair from its heap and keep freed pages: otherwise every
-    array is a fresh mmap, and the page faults cost ~2 ms of system time per pair (15% of the build)."""
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc: nothing to tune
-        return
-    m_trim_threshold, m_mmap_threshold = -1, -3
-    libc.mallopt(m_mmap_threshold, 64 << 20)
-    libc.mallopt(m_trim_threshold, 256 << 20)
 
 
 def _run_shard(task: ShardTask, cfg: BuildConfig, out: str, schema=None) -> dict:

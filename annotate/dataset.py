@@ -23,7 +23,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .spectral import DEFAULT_STFT
-from .storage import UncachedFile
 
 SHARD_RE = re.compile(r"^(?P<split>[A-Za-z0-9_]+)-(?P<i>\d{5})-of-(?P<n>\d{5})\.parquet$")
 ARRAY_COLUMNS = {"spoof_logmag": "float32", "mask": "uint8", "diff": "float16"}
@@ -187,7 +186,7 @@ class ShardWriter:
         self._buffer: list[dict] = []
         self.rows = 0
         self.tmp.parent.mkdir(parents=True, exist_ok=True)
-        self._file = UncachedFile(self.tmp)
+        self._file = open(self.tmp, "wb")
         self._writer = pq.ParquetWriter(self._file, schema, **parquet_options(schema))
 
     def write(self, row: dict) -> None:

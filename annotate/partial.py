@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import decode_bytes, encode_flac
+from .build import float16_saturated
 from .dataset import (
     PARTIAL_COLUMNS,
     ShardWriter,
@@ -161,10 +162,6 @@ def partial_mask(mixed: np.ndarray, real: np.ndarray, weights: np.ndarray, stft_
     return mask, d, mag_m
 
 
-def _float16(d: np.ndarray) -> np.ndarray:
-    return np.minimum(d, 65504.0).astype(np.float16)
-
-
 def partial_row(row: dict, cfg: PartialConfig, stft_cfg: STFTConfig, mask_cfg: MaskConfig) -> dict:
     """The partially spoofed row made from one built row (``row``: its columns as read by ``iter_rows``)."""
     real, sr = decode_bytes(row["real_audio"]["bytes"])
@@ -181,7 +178,7 @@ def partial_row(row: dict, cfg: PartialConfig, stft_cfg: STFTConfig, mask_cfg: M
     labels = frame_labels_from_samples(w > 0, stft_cfg.hop_length, mask.shape[0])
     return {**_common(row), "id": f"partial__{row['id']}", "vocoder": row["vocoder"],
             "spoof_audio": {"bytes": encode_flac(mixed, sr), "path": f"partial__{row['spoof_audio'].get('path') or row['id']}"},
-            "spoof_logmag": log_magnitude(mag_m), "mask": mask, "diff": _float16(d),
+            "spoof_logmag": log_magnitude(mag_m), "mask": mask, "diff": float16_saturated(d),
             "frame_labels": labels, "spans": [[int(a), int(b)] for a, b in spans]}
 
 

@@ -205,20 +205,10 @@ def smooth(mag: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
     return _valid_symmetric(_pad_edge(y, cfg.freq_size // 2, f_ax), kf, f_ax)
 
 
-def relative_difference(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskConfig = DEFAULT_MASK,
-                        compiled: bool = True) -> np.ndarray:
-    """D of Eq. 2: the smoothed absolute difference normalised by the smoothed real magnitude.
-
-    ``compiled``: float32 (frames, freq) inputs go through :mod:`annotate.kernels` (same bits, ~2x faster);
-    the numpy code below is the reference."""
+def relative_difference(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskConfig = DEFAULT_MASK) -> np.ndarray:
+    """D of Eq. 2: the smoothed absolute difference normalised by the smoothed real magnitude."""
     if mag_spoof.shape != mag_real.shape:
         raise ValueError(f"spectrogram shapes differ: spoof {mag_spoof.shape} vs real {mag_real.shape}")
-    if compiled:
-        from .kernels import relative_difference_2d
-
-        d = relative_difference_2d(mag_spoof, mag_real, *_mask_kernels(cfg), cfg.eps)
-        if d is not None:
-            return d
     gs, gb = smooth(np.stack([mag_spoof, mag_real]).astype(np.float32, copy=False), cfg)
     d = np.subtract(gs, gb)
     np.abs(d, out=d)
@@ -229,41 +219,12 @@ def relative_difference(mag_spoof: np.ndarray, mag_real: np.ndarray, cfg: MaskCo
 
 
 def quantile(d: np.ndarray, q: float) -> float:
-    """``np.quantile(d, q)`` (linear interpolation), bit for bit, without partitioning all of ``d``.
-
-    The two order statistics around q·(n-1) are bracketed from a strided sample, only the values inside
-    the bracket are partitioned (checked by counting; a miss falls back to the full partition).
-    """
-    flat = np.ravel(d)
-    n = flat.size
+    """``np.quantile(d, q)`` (linear interpolation) with a clear error for an empty array or a bad ``q``."""
     if not 0.0 <= q <= 1.0:
         raise ValueError(f"quantile must be in [0, 1], got {q}")
-    if n == 0:
+    if np.size(d) == 0:
         raise ValueError("quantile of an empty array")
-    pos = (n - 1) * q
-    k = int(np.floor(pos))
-    k2 = min(k + 1, n - 1)
-    gamma = pos - k
-    if np.isnan(flat).any():
-        return np.quantile(flat, q)  # NaN propagates, as numpy's does
-    lo = hi = None
-    if n >= 4096:
-        sample = flat[:: max(1, n // 2048)]
-        m = len(sample)
-        a = max(0, int(k / n * m) - 2 * int(np.sqrt(m)) - 2)
-        b = min(m - 1, int(k2 / n * m) + 2 * int(np.sqrt(m)) + 2)
-        part = np.partition(sample, (a, b))
-        lo_v, hi_v = part[a], part[b]
-        below = int(np.count_nonzero(flat < lo_v))
-        inside = flat[(flat >= lo_v) & (flat <= hi_v)]
-        if below <= k and k2 < below + len(inside):
-            vals = np.partition(inside, (k - below, k2 - below))
-            lo, hi = vals[k - below], vals[k2 - below]
-    if lo is None:
-        vals = np.partition(flat, (k, k2))
-        lo, hi = vals[k], vals[k2]
-    # numpy's own interpolation on the two order statistics reproduces np.quantile exactly
-    return np.quantile(np.array([lo, hi], dtype=flat.dtype), gamma)
+    return np.quantile(d, q)
 
 
 def threshold(d: np.ndarray, q: float = DEFAULT_MASK.quantile) -> np.ndarray:

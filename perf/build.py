@@ -16,6 +16,7 @@ prints the peak RSS of each worker process, which must stay flat as the corpus g
     python perf/build.py                    # demo corpus
     python perf/build.py --source librisevoc --root /data/LibriSeVoc --limit 400
     python perf/build.py --sizes
+    python perf/build.py --compare /tmp/before      # and the code of another checkout, in the same rounds
 """
 from __future__ import annotations
 
@@ -54,12 +55,11 @@ def floor_rtf(pairs, sr: int, write: bool = False, shard_size: int = 64) -> floa
     from threadpoolctl import threadpool_limits
 
     from annotate.audio import encode_flac, load
-    from annotate.build import _float16, _keep_freed_memory
+    from annotate.build import float16_saturated
     from annotate.dataset import ShardWriter, features
     from annotate.spectral import STFTConfig, log_magnitude, stft
 
     torch.set_num_threads(1)
-    _keep_freed_memory()  # as in a build worker
     cfg = STFTConfig(sample_rate=sr)
     schema = features(cfg.n_freq, sr).arrow_schema
     secs = 0.0
@@ -78,7 +78,7 @@ def floor_rtf(pairs, sr: int, write: bool = False, shard_size: int = 64) -> floa
             writer.write({"id": p.id, "utt_id": p.utt_id, "speaker": p.speaker, "vocoder": p.vocoder, "source": p.source,
                           "split": p.split, "spoof_audio": {"bytes": encode_flac(spoof[:n], sr), "path": None},
                           "real_audio": {"bytes": encode_flac(real[:n], sr), "path": None},
-                          "spoof_logmag": log_magnitude(ms), "mask": np.greater(ms, mr).view(np.uint8), "diff": _float16(mr),
+                          "spoof_logmag": log_magnitude(ms), "mask": np.greater(ms, mr).view(np.uint8), "diff": float16_saturated(mr),
                           "num_samples": n, "offset": 0, "align_score": 1.0, "rawboost": 0, "rawboost_seed": 0,
                           "augment_copy": 0})
             if (i + 1) % shard_size == 0:
@@ -122,11 +122,21 @@ def machine_scaling() -> float:
     return 2 * one / two
 
 
-def run_build(cfg, workers: int, out: Path) -> dict:
-    from annotate.build import build
-
+def run_build(cfg, workers: int, out: Path, tree: str | None = None) -> dict:
+    """One build of ``cfg`` into ``out``; ``tree``: run another checkout's code (a subprocess with that tree first
+    on the path), so two code versions are measured side by side in one run."""
     shutil.rmtree(out, ignore_errors=True)
-    s = build(cfg, out, workers=workers, progress=False)
+    if tree is None:
+        from annotate.build import build
+
+        s = build(cfg, out, workers=workers, progress=False)
+    else:
+        import os
+
+        subprocess.run([sys.executable, "-m", "annotate.cli", "build", "--source", cfg.source, "--root", cfg.root,
+                        "--out", str(out), "--workers", str(workers), "--shard-size", str(cfg.shard_size), "--no-progress"],
+                       check=True, capture_output=True, cwd=tree, env={**os.environ, "PYTHONPATH": tree})
+        s = json.loads((out / "summary.json").read_text())
     parts = [json.loads(p.read_text()) for p in (out / ".parts").glob("*.json")]
     busy = sum(p["cpu_seconds"] for p in parts)
     audio = sum(p["seconds_audio"] for p in parts)
@@ -151,6 +161,9 @@ def main() -> None:
     ap.add_argument("--shard-size", type=int, default=None,
                     help="pairs per shard (default: the build's own default, as `annotate build` runs)")
     ap.add_argument("--rounds", type=int, default=3, help="measurement rounds; medians are printed (default 3)")
+    ap.add_argument("--compare", default=None, metavar="TREE",
+                    help="also build with the code of another checkout (e.g. a git worktree of the previous commit) "
+                         "in the same rounds, and print both versions' per-core and 2-worker figures")
     ap.add_argument("--repeat", type=int, default=8,
                     help="list each pair this many times (each repeat with its own utterance ids and links to the "
                          "real files, so reals are shared only as in the corpus) so worker start-up amortises")
@@ -189,6 +202,9 @@ def main() -> None:
             r1 = run_build(mcfg, 1, tmp / "w1")
             r2 = run_build(mcfg, 2, tmp / "w2")
             rounds.append({"floor": fl, "floor_write": flw, "machine": machine, "r1": r1, "r2": r2})
+            if a.compare:
+                rounds[-1]["c1"] = run_build(mcfg, 1, tmp / "c1", tree=a.compare)
+                rounds[-1]["c2"] = run_build(mcfg, 2, tmp / "c2", tree=a.compare)
             print(f"round {k + 1}: floor {fl:.0f}x, 1 worker {r1['per_core_rtf']:.0f}x per core, "
                   f"2 workers {r2['per_core_rtf']:.0f}x per core, 2/1 throughput {r2['steady_rtf'] / r1['steady_rtf']:.2f}x "
                   f"(machine {machine:.2f}x; 2nd worker's first shard {r2['stagger_s']:.2f} s after the first's, "
@@ -216,6 +232,12 @@ def main() -> None:
               f"(target >= 1.8)")
         print(f"   this machine: 2 processes of a CPU-bound loop run {med(lambda r: r['machine']):.2f}x one")
         print(f"target >= 300x per core with 1 worker: {'met' if per_core >= 300 else 'NOT met'}")
+        if a.compare:
+            c1 = med(lambda r: r["c1"]["per_core_rtf"])
+            print(f"--compare {a.compare}: 1 worker {c1:.0f}x per core, 2 workers "
+                  f"{med(lambda r: r['c2']['per_core_rtf']):.0f}x per core, 2/1 throughput "
+                  f"{med(lambda r: r['c2']['steady_rtf'] / r['c1']['steady_rtf']):.2f}x; this tree / that tree, 1 worker "
+                  f"per core: {med(lambda r: r['r1']['per_core_rtf'] / r['c1']['per_core_rtf']):.2f}")
         if a.sizes:
             # each size in a fresh process tree, so worker peaks are not carried over between builds
             n = max(8, len(pairs))
