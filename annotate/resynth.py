@@ -24,7 +24,7 @@ import os
 import re
 import time
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
 
@@ -35,7 +35,7 @@ from .jobs import JobError, Task, run_tasks, stale_tasks
 from .sources.base import Reject, pair_id
 from .splits import DEFAULT_FRACTIONS, assign_groups
 from .storage import Store
-from .vocoders import Vocoder, VocoderError, lag, parse_all
+from .vocoders import Vocoder, lag, parse_all
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".snd", ".caf", ".w64", ".rf64")
 DEFAULT_VOCODERS = ("world", "griffinlim", "mp3", "opus")
@@ -137,7 +137,6 @@ def list_reals(root: str | Path) -> tuple[list[Utterance], list[Reject]]:
             try:
                 is_dir, is_file = e.is_dir(), e.is_file()
             except OSError as err:  # a symlink loop
-                is_dir = is_file = False
                 rejects.append(Reject(e.name, e.path, f"unreadable path: {err.strerror or err}"))
                 continue
             if is_dir:
