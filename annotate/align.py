@@ -63,21 +63,11 @@ class Alignment:
 
 @lru_cache(maxsize=4)
 def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float = 20.0) -> np.ndarray:
-    """Triangular filters evenly spaced on the HTK mel scale, area-normalised: (n_mels, n_fft // 2 + 1).
+    """Triangular filters evenly spaced on the HTK mel scale, area-normalised: (n_mels, n_fft // 2 + 1)."""
+    import librosa
 
-    Written out (a dozen lines) instead of importing librosa, whose import costs each worker ~1 s.
-    """
-    def to_mel(f):
-        return 2595.0 * np.log10(1.0 + np.asarray(f, dtype=np.float64) / 700.0)
-
-    def to_hz(m):
-        return 700.0 * (10.0 ** (np.asarray(m) / 2595.0) - 1.0)
-
-    edges = to_hz(np.linspace(to_mel(fmin), to_mel(sr / 2), n_mels + 2))
-    freqs = np.linspace(0, sr / 2, n_fft // 2 + 1)
-    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
-    tri = np.maximum(0.0, np.minimum((freqs - lo) / (mid - lo), (hi - freqs) / (hi - mid)))
-    return (tri * (2.0 / (hi - lo))).astype(np.float32)
+    return librosa.filters.mel(sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=sr / 2, htk=True, norm="slaney",
+                               dtype=np.float32)
 
 
 @lru_cache(maxsize=4)
