@@ -25,7 +25,7 @@ from . import FORMAT_VERSION
 from .align import AlignConfig, AlignmentError, align, logmel_features
 from .audio import AudioError, encode_flac, load
 from .dataset import ShardWriter, features
-from .jobs import JobError, Task, run_tasks, stale_tasks
+from .jobs import JobError, Task, pinned_parameters, run_tasks, stale_tasks
 from .rawboost import RawBoostConfig
 from .sources import Pair, Reject, read_source
 from .sources.base import SPLITS
@@ -308,16 +308,10 @@ def reject_kind(reason: str) -> str:
 def _prepare_out(store: Store, cfg: BuildConfig, overwrite: bool) -> None:
     """Refuse a folder built with other parameters (unless ``overwrite``), clean leftovers, pin build.json."""
     new = json.loads(json.dumps(cfg.to_dict()))
-    if store.exists("build.json"):
-        old = json.loads(store.read_text("build.json"))
-        if old != new:
-            if not overwrite:
-                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise BuildError(f"{store.out} holds a build with other parameters (changed: {', '.join(changed)}); "
-                                 "use another --out or pass --overwrite to replace it")
-            for sub in ("data", ".parts"):
-                store.rmtree(sub)
-    elif store.listdir("data") and not overwrite:
+    if pinned_parameters(store, "build.json", new, overwrite=overwrite, what="a build", error=BuildError) is not None:
+        for sub in ("data", ".parts"):
+            store.rmtree(sub)
+    elif not store.exists("build.json") and store.listdir("data") and not overwrite:
         raise BuildError(f"{store.out} has data/ but no build.json; pass --overwrite to replace it")
     for sub in ("data", ".parts"):
         store.makedirs(sub)

@@ -77,6 +77,24 @@ def stale_tasks(store: Store, tasks: list[Task]) -> list[str]:
     return out
 
 
+def pinned_parameters(store: Store, name: str, params: dict, *, overwrite: bool, what: str,
+                      error: type[Exception] = JobError, ignore: tuple[str, ...] = ()) -> dict | None:
+    """The parameters an earlier run pinned in ``name`` when they differ from ``params`` (keys in ``ignore``
+    aside), else None. Differences raise a one-line ``error`` naming the changed keys unless ``overwrite``;
+    then the caller removes the earlier outputs before pinning ``params``."""
+    if not store.exists(name):
+        return None
+    old = json.loads(store.read_text(name))
+    kept = {k: v for k, v in old.items() if k not in ignore}
+    if kept == params:
+        return None
+    if not overwrite:
+        changed = sorted(k for k in set(kept) | set(params) if kept.get(k) != params.get(k))
+        raise error(f"{store.out} holds {what} made with other parameters (changed: {', '.join(changed)}); "
+                    "use another --out or pass --overwrite to replace it")
+    return old
+
+
 def _exit_with_parent() -> None:
     """In a worker process: exit as soon as the process that started it is gone (no orphaned workers)."""
     parent = os.getppid()

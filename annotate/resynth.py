@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .audio import AudioError, load
-from .jobs import JobError, Task, run_tasks, stale_tasks
+from .jobs import JobError, Task, pinned_parameters, run_tasks, stale_tasks
 from .sources.base import Reject, pair_id
 from .splits import DEFAULT_FRACTIONS, assign_groups
 from .storage import Store
@@ -267,16 +267,12 @@ def run_chunk(task: Task, out: str, *, cfg: ResynthConfig) -> dict:
 def _prepare_out(store: Store, cfg: ResynthConfig, vocs: list[Vocoder], overwrite: bool) -> None:
     """Refuse a folder resynthesised with other parameters (unless ``overwrite``) or holding other files."""
     new = json.loads(json.dumps(cfg.to_dict()))
-    if store.exists("resynth.json"):
-        old = json.loads(store.read_text("resynth.json"))
-        if {k: v for k, v in old.items() if k != "vocoders_folders"} != new:
-            if not overwrite:
-                changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                raise ResynthError(f"{store.out} holds a corpus made with other parameters (changed: {', '.join(changed)}); "
-                                   "use another --out or pass --overwrite to replace it")
-            for sub in ["gt", ".parts", *old.get("vocoders_folders", [])]:
-                store.rmtree(sub)
-    elif store.exists() and store.listdir("") and not overwrite:
+    old = pinned_parameters(store, "resynth.json", new, overwrite=overwrite, what="a corpus", error=ResynthError,
+                            ignore=("vocoders_folders",))
+    if old is not None:
+        for sub in ["gt", ".parts", *old.get("vocoders_folders", [])]:
+            store.rmtree(sub)
+    elif not store.exists("resynth.json") and store.exists() and store.listdir("") and not overwrite:
         raise ResynthError(f"{store.out} is not empty and holds no resynth.json; pass an empty or new folder (or --overwrite)")
     for sub in ["gt", *[v.name for v in vocs]]:
         store.makedirs(sub)

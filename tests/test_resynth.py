@@ -185,3 +185,11 @@ def test_bad_parameters_are_one_line_before_any_work(real_root, tmp_path, capsys
     err = capsys.readouterr().err.strip()
     assert rc == 2 and message in err and len(err.splitlines()) == 1, err
     assert not out.exists()
+
+
+def test_other_parameters_are_refused_on_an_existing_corpus(corpus, real_root, capsys):
+    rc = annotate_main(["resynth", "--real-root", str(real_root), "--out", str(corpus), "--no-progress",
+                        "--vocoders", "world,griffinlim,lpc,mp3,opus@0.8,mine=myvocoder:delay37", "--trim-edges", "0.5",
+                        "--seed", "4"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and "changed: seed)" in err and len(err.splitlines()) == 1, err  # the folder names are not parameters
