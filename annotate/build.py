@@ -24,10 +24,10 @@ import numpy as np
 from . import FORMAT_VERSION
 from .align import AlignConfig, AlignmentError, align, logmel_features
 from .audio import AudioError, encode_flac, load
-from .dataset import ShardWriter, features
+from .dataset import ShardWriter, features, partial_features
 from .jobs import JobError, Task, pinned_parameters, run_tasks, stale_tasks
 from .rawboost import RawBoostConfig
-from .sources import Pair, Reject, read_source
+from .sources import LabelledSpoof, Pair, Reject, read_source
 from .sources.base import SPLITS
 from .storage import Store
 from .spectral import MaskConfig, STFTConfig, artifact_mask, log_magnitude, stft, stft_of_prefix
@@ -151,7 +151,12 @@ def real_side(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> RealSi
 def annotate_pair(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> list[dict]:
     """All rows of one pair (one per augmentation copy). Raises AudioError/AlignmentError to reject it.
 
-    ``reuse``: a dict the caller keeps across the pairs of a shard, holding the last real's analysis."""
+    ``reuse``: a dict the caller keeps across the pairs of a shard, holding the last real's analysis.
+    A :class:`LabelledSpoof` (no real twin) gets frame labels and no mask instead (:mod:`annotate.labelled`)."""
+    if isinstance(pair, LabelledSpoof):
+        from .labelled import labelled_rows
+
+        return labelled_rows(pair, cfg)
     sr = cfg.stft.sample_rate
     rs = real_side(pair, cfg, reuse)
     real, spec_r = rs.signal, rs.spec
@@ -268,7 +273,8 @@ def _write_shard(task: ShardTask, cfg: BuildConfig, local_tmp: str, schema, reje
             for row in rows:
                 writer.write(row)
                 seconds += row["num_samples"] / cfg.stft.sample_rate
-            offsets.append(rows[0]["offset"])
+            if not isinstance(pair, LabelledSpoof):  # nothing was aligned
+                offsets.append(rows[0]["offset"])
         writer.close()
     except BaseException:
         writer.abort()
@@ -297,6 +303,13 @@ def plan_shards(pairs: list[Pair], shard_size: int) -> list[ShardTask]:
             chunk = tuple(ps[i * shard_size : (i + 1) * shard_size])
             tasks.append(ShardTask(f"{split}-{i:05d}-of-{n:05d}", tuple(p.id for p in chunk), split=split, pairs=chunk))
     return tasks
+
+
+def row_features(pairs: list[Pair], cfg: BuildConfig):
+    """The rows' features: :func:`annotate.dataset.features`, or :func:`~annotate.dataset.partial_features`
+    (``frame_labels``, ``spans``) for a corpus of labelled spoofs without real twins."""
+    make = partial_features if any(isinstance(p, LabelledSpoof) for p in pairs) else features
+    return make(cfg.stft.n_freq, cfg.stft.sample_rate)
 
 
 def reject_kind(reason: str) -> str:
@@ -343,7 +356,7 @@ def build(cfg: BuildConfig, out: str | Path, *, workers: int = 1, overwrite: boo
     for name in store.listdir("data"):
         if name.endswith(".parquet") and name not in names:
             store.remove(f"data/{name}")
-    schema = features(cfg.stft.n_freq, cfg.stft.sample_rate).arrow_schema
+    schema = row_features(pairs, cfg).arrow_schema
     run_tasks(tasks, partial(run_shard, cfg=cfg, schema=schema), store, workers=workers, backend=backend,
               scheduler=scheduler, progress=progress, desc=f"annotate {cfg.source}", unit="pair")
     summary = finalize(store, tasks, read_rejects, pairs_in=len(pairs) + len(read_rejects),

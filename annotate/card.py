@@ -84,16 +84,19 @@ def row_coverage(col: pa.ChunkedArray | pa.Array) -> np.ndarray:
     arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
     if isinstance(arr, pa.ExtensionArray):
         arr = arr.storage
-    frames = pc.list_value_length(arr).to_numpy(zero_copy_only=False).astype(np.int64)
+    nulls = arr.is_null().to_numpy(zero_copy_only=False)  # rows without a mask (no real twin): NaN
+    frames = pc.fill_null(pc.list_value_length(arr), 0).to_numpy(zero_copy_only=False).astype(np.int64)
     flat = arr.flatten().flatten().to_numpy(zero_copy_only=False)
     if frames.size == 0:
         return np.zeros(0)
+    if nulls.all():
+        return np.full(frames.size, np.nan)
     n_freq = len(flat) // max(int(frames.sum()), 1)
     ends = np.cumsum(frames * n_freq)
     cs = np.concatenate([[0], np.cumsum(flat, dtype=np.int64)])
     starts = np.concatenate([[0], ends[:-1]])
     px = np.maximum(ends - starts, 1)
-    return (cs[ends] - cs[starts]) / px
+    return np.where(nulls, np.nan, (cs[ends] - cs[starts]) / px)
 
 
 def collect_stats(ds: str | Path) -> dict:
@@ -105,12 +108,14 @@ def collect_stats(ds: str | Path) -> dict:
     if not paths:
         raise FileNotFoundError(f"no shards in {Path(ds) / 'data'} (run `annotate build` first)")
     base = ["split", "vocoder", "speaker", "utt_id", "num_samples", "align_score", "offset"]
+    masks = True  # False for a corpus without real twins (frame labels, null masks)
     for path in paths:
         pf = pq.ParquetFile(path)
         has_mask = "mask" in pf.schema_arrow.names
         for g in range(pf.num_row_groups):
             t = pf.read_row_group(g, columns=base + (["mask"] if has_mask else []))
             cov = row_coverage(t.column("mask")) if has_mask else np.full(t.num_rows, np.nan)
+            masks = masks and not (has_mask and "frame_labels" in pf.schema_arrow.names and t.column("mask").null_count)
             cols = {n: t.column(n).to_pylist() for n in base}
             for i in range(t.num_rows):
                 s = groups[(cols["split"][i], cols["vocoder"][i])]
@@ -121,7 +126,7 @@ def collect_stats(ds: str | Path) -> dict:
                 s.offsets.append(int(cols["offset"][i]))
                 s.speakers.add(cols["speaker"][i])
                 s.utts.add(cols["utt_id"][i])
-    return {"sample_rate": sr, "groups": dict(groups)}
+    return {"sample_rate": sr, "groups": dict(groups), "masks": masks}
 
 
 def _split_key(s: str) -> tuple:
@@ -183,26 +188,27 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _pct(x: float) -> str:
-    return "withheld" if not np.isfinite(x) else f"{100 * x:.2f}"
+def _pct(x: float, missing: str = "withheld") -> str:
+    return missing if not np.isfinite(x) else f"{100 * x:.2f}"
 
 
 def split_table(stats: dict) -> str:
     """Rows, utterances, speakers, hours, mean duration and mask coverage per split and vocoder, with totals."""
     sr = stats["sample_rate"]
     groups = stats["groups"]
+    missing = "withheld" if stats.get("masks", True) else "none"
     rows = []
     by_split: dict[str, list[GroupStats]] = defaultdict(list)
     for (split, voc), s in sorted(groups.items(), key=lambda kv: (_split_key(kv[0][0]), kv[0][1])):
         by_split[split].append(s)
         rows.append([split, voc, s.rows, len(s.utts), len(s.speakers), f"{s.samples / sr / 3600:.3f}",
-                     f"{s.samples / sr / max(s.rows, 1):.2f}", _pct(float(np.nanmean(s.coverage)) if s.rows and np.isfinite(s.coverage).any() else np.nan)])
+                     f"{s.samples / sr / max(s.rows, 1):.2f}", _pct(float(np.nanmean(s.coverage)) if s.rows and np.isfinite(s.coverage).any() else np.nan, missing)])
     for split, ss in by_split.items():
         cov = np.concatenate([np.asarray(s.coverage) for s in ss])
         n = sum(s.rows for s in ss)
         rows.append([f"**{split}**", "all", n, len(set().union(*[s.utts for s in ss])), len(set().union(*[s.speakers for s in ss])),
                      f"{sum(s.samples for s in ss) / sr / 3600:.3f}", f"{sum(s.samples for s in ss) / sr / max(n, 1):.2f}",
-                     _pct(float(np.nanmean(cov)) if np.isfinite(cov).any() else np.nan)])
+                     _pct(float(np.nanmean(cov)) if np.isfinite(cov).any() else np.nan, missing)])
     return _table(["split", "vocoder", "rows", "utterances", "speakers", "hours", "mean s", "mask %"], rows)
 
 
@@ -523,11 +529,17 @@ def render_card(ds: str | Path, out: str | Path | None = None, *, repo_id: str |
     out.parent.mkdir(parents=True, exist_ok=True)
     yaml_text, data = card_yaml(meta, ds, withheld=withheld, pretty_name=pretty_name, license=license,
                                 shard_paths_by_split=shard_paths_by_split)
-    stats = collect_stats(ds)
     splits = split_names(ds)
     public = [s for s in splits if not (withheld and s == "test")]
     figure_md = "_(no figure: rendered with --no-figure)_"
-    if figure:
+    stats = collect_stats(ds)
+    if figure and not stats["masks"]:  # frame labels only: the row picture shows them
+        if ids := pick_rows(ds, public):
+            from .show import show
+
+            show(ds, ids[0], out.parent / ROW_FIGURE_NAME)
+            figure_md = f"One utterance (spoof log-magnitude and its frame labels):\n\n![{ids[0]}]({ROW_FIGURE_NAME})"
+    elif figure:
         ids = pick_rows(ds, public)
         if ids:
             from .show import show
@@ -546,12 +558,13 @@ def render_card(ds: str | Path, out: str | Path | None = None, *, repo_id: str |
     cov = np.concatenate([np.asarray(s.coverage) for s in groups.values()])
     repo = repo_id or "ORG/NAME"
     summary = "\n".join([
-        f"- **Rows** (spoof utterances with their aligned real twins): {rows} in splits "
+        f"- **Rows** ({'spoof utterances with their aligned real twins' if stats['masks'] else 'utterances with frame labels, no real twins'}): {rows} in splits "
         + ", ".join(f"{s} {sum(g.rows for (sp, _), g in groups.items() if sp == s)}" for s in splits),
-        f"- **Audio**: {hours:.3f} hours of spoof speech (as many of real), {sr} Hz",
+        f"- **Audio**: {hours:.3f} hours of {'spoof speech (as many of real)' if stats['masks'] else 'speech'}, {sr} Hz",
         f"- **Vocoders** ({len(vocoders)}): {', '.join(vocoders)}",
         f"- **Speakers**: {len(speakers)}",
-        f"- **Mask coverage**: {_pct(float(np.nanmean(cov)) if np.isfinite(cov).any() else np.nan)}% of time-frequency bins on average",
+        (f"- **Mask coverage**: {_pct(float(np.nanmean(cov)) if np.isfinite(cov).any() else np.nan)}% of time-frequency bins on average"
+         if stats["masks"] else "- **Masks**: none (no real twins); `frame_labels` give the spoofed fraction of every STFT frame"),
         f"- **Built with** vocmask {__version__} (dataset format {cfg.get('version', '?')}) from source `{source}`"
         + (f"; test masks withheld (config `{BENCHMARK_CONFIG}`)" if withheld else ""),
     ] + ([f"- **Empty splits**: {', '.join(empty)} — no rows (no pairs in the corpus, or every pair rejected; "

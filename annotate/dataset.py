@@ -66,7 +66,9 @@ def partial_features(n_freq: int = DEFAULT_STFT.n_freq, sample_rate: int = DEFAU
       ``[f*hop - hop/2, f*hop + hop/2)`` (the cells partition the samples; the last cell runs to the end);
     - ``spans``: the spoofed ``[start, end)`` sample ranges, crossfades included (empty for bona fide rows).
 
-    Datasets built by ``annotate build`` keep :func:`features`; readers tell the two apart by these columns."""
+    Datasets built by ``annotate build`` keep :func:`features`; readers tell the two apart by these columns.
+    A corpus that ships its own segment labels and no real twins (``--source partialspoof``) is built with these
+    features too, its ``real_audio``, ``mask`` and ``diff`` null (:mod:`annotate.labelled`)."""
     from datasets import Sequence, Value
 
     feats = features(n_freq, sample_rate)
@@ -94,14 +96,18 @@ def _array2d_storage(arrays: Sequence[np.ndarray], dtype: str, n_freq: int) -> p
     """list<list<dtype>> arrow storage for time-first 2-D arrays, one chunk per array wrapping its buffer
     (no concatenated copy: the Parquet writer takes the chunks in turn, ~0.1 ms/row faster per column)."""
     chunks = []
+    list_type = pa.list_(pa.list_(pa.from_numpy_dtype(np.dtype(dtype))))
     for a in arrays:
+        if a is None:  # a null cell (rows without a T-F mask: corpora with no real twin)
+            chunks.append(pa.array([None], type=list_type))
+            continue
         a = np.ascontiguousarray(a, dtype=dtype)
         if a.ndim != 2 or a.shape[1] != n_freq:
             raise ValueError(f"expected a (frames, {n_freq}) array, got {a.shape}")
         inner = pa.ListArray.from_arrays(pa.array(np.arange(a.shape[0] + 1, dtype=np.int32) * n_freq),
                                          pa.array(a.reshape(-1)))
         chunks.append(pa.ListArray.from_arrays(pa.array(np.array([0, a.shape[0]], dtype=np.int32)), inner))
-    return pa.chunked_array(chunks, type=pa.list_(pa.list_(pa.from_numpy_dtype(np.dtype(dtype)))))
+    return pa.chunked_array(chunks, type=list_type)
 
 
 def arrow_schema(feats) -> pa.Schema:
@@ -241,8 +247,11 @@ def read_table(ds: str | Path, split: str | None = None, columns: Sequence[str] 
     return pa.concat_tables(tables)
 
 
-def array2d(cell, dtype=None) -> np.ndarray:
-    """One Array2D cell (a pyarrow list<list> scalar or nested Python lists) as a 2-D numpy array."""
+def array2d(cell, dtype=None) -> np.ndarray | None:
+    """One Array2D cell (a pyarrow list<list> scalar or nested Python lists) as a 2-D numpy array; ``None`` for
+    a null cell (the ``mask``/``diff`` of rows without a real twin)."""
+    if cell is None or (isinstance(cell, pa.Scalar) and not cell.is_valid):
+        return None
     if isinstance(cell, pa.Scalar):
         storage = cell.value if isinstance(cell, pa.ExtensionScalar) else cell
         inner = storage.values

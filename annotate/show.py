@@ -43,6 +43,8 @@ def show(ds: str | Path, row_id: str, out: str | Path | None = None) -> Path:
     cfg = build_config(ds)
     stft_cfg, mask_cfg = STFTConfig(**cfg["stft"]), MaskConfig(**cfg["mask"])
     row = find_row(ds, row_id)
+    if not row.get("real_audio"):  # a corpus without real twins (e.g. PartialSpoof): spectrogram and frame labels
+        return _show_labelled(row, row_id, stft_cfg, out)
     real, sr = decode_bytes(row["real_audio"]["bytes"])
     real_lm = log_magnitude(stft(real, stft_cfg))
     spoof_lm = row["spoof_logmag"]
@@ -62,6 +64,26 @@ def show(ds: str | Path, row_id: str, out: str | Path | None = None) -> Path:
     return save_figure(fig, out or f"{row_id}.png")
 
 
+def _show_labelled(row: dict, row_id: str, stft_cfg: STFTConfig, out: str | Path | None) -> Path:
+    """The picture of a row without a real twin: spoof log |S| over its frame labels (spoofed fraction per frame)."""
+    import matplotlib.pyplot as plt
+
+    sr = stft_cfg.sample_rate
+    dur = row["num_samples"] / sr
+    labels = np.asarray(row.get("frame_labels") or [], dtype=np.float32)
+    fig, (a, b) = plt.subplots(2, 1, figsize=(10, 4.4), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    a.imshow(row["spoof_logmag"].T, origin="lower", aspect="auto", cmap="magma", extent=(0, dur, 0, sr / 2000))
+    a.set_title("spoof (log |S|); no real twin, so no T-F mask", fontsize=9)
+    a.set_ylabel("kHz")
+    b.step(np.arange(labels.size) * stft_cfg.hop_length / sr, labels, where="mid", color="crimson")
+    b.set_ylim(-0.05, 1.05)
+    b.set_title(f"frame labels (spoofed fraction per frame, {float((labels > 0).mean()) if labels.size else 0:.1%} of frames)",
+                fontsize=9)
+    b.set_xlabel("time (s)")
+    fig.suptitle(f"{row_id}  ({row['vocoder']}, speaker {row['speaker']}, {row['split']})", fontsize=10)
+    return save_figure(fig, out or f"{row_id}.png")
+
+
 def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     """Lay out, write (creating the folder) and close a matplotlib figure; returns the PNG's path."""
     import matplotlib.pyplot as plt
@@ -74,12 +96,19 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     return path
 
 
+def _mean(x: np.ndarray) -> float:
+    """Mean over the finite values (NaN when none: rows without a mask or an alignment)."""
+    x = x[np.isfinite(x)]
+    return float(x.mean()) if x.size else float("nan")
+
+
 def stats(ds: str | Path) -> dict:
     """Counts per split and vocoder, hours, mask coverage and alignment statistics."""
     t = read_table(ds, columns=["split", "vocoder", "num_samples", "align_score", "offset", "mask"])
     sr = build_config(ds)["stft"]["sample_rate"]
     mask_col = t.column("mask")
-    coverage = np.array([array2d(mask_col[i]).mean() for i in range(t.num_rows)])
+    cells = [array2d(mask_col[i]) for i in range(t.num_rows)]
+    coverage = np.array([c.mean() if c is not None else np.nan for c in cells])  # NaN: no mask (no real twin)
     groups: dict[tuple[str, str], list[int]] = defaultdict(list)
     for i, (s, v) in enumerate(zip(t.column("split").to_pylist(), t.column("vocoder").to_pylist())):
         groups[(s, v)].append(i)
@@ -87,9 +116,9 @@ def stats(ds: str | Path) -> dict:
     table = []
     for (s, v), idx in sorted(groups.items()):
         table.append({"split": s, "vocoder": v, "rows": len(idx), "hours": float(ns[idx].sum() / sr / 3600),
-                      "mean_seconds": float(ns[idx].mean() / sr), "mask_coverage": float(coverage[idx].mean())})
-    out = {"rows": t.num_rows, "hours": float(ns.sum() / sr / 3600), "mask_coverage": float(coverage.mean()),
-           "align_score_mean": float(np.mean(t.column("align_score").to_numpy())),
+                      "mean_seconds": float(ns[idx].mean() / sr), "mask_coverage": _mean(coverage[idx])})
+    out = {"rows": t.num_rows, "hours": float(ns.sum() / sr / 3600), "mask_coverage": _mean(coverage),
+           "align_score_mean": _mean(np.asarray(t.column("align_score").to_numpy(zero_copy_only=False), dtype=np.float64)),
            "abs_offset_ms_median": float(np.median(np.abs(t.column("offset").to_numpy())) * 1000 / sr),
            "by_split_vocoder": table}
     lines = [f"{'split':<8}{'vocoder':<28}{'rows':>7}{'hours':>9}{'mean s':>8}{'mask %':>8}"]

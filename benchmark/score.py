@@ -137,6 +137,9 @@ def load_truth(ds: str | Path, split: str = "test", key: str | Path | None = Non
         raise ScoreError(f"split {split!r} of {ds} has no rows (see its summary.json, empty_splits): nothing to score; "
                          "choose another --split")
     vocoder = dict(zip(ids, table.column("vocoder").to_pylist()))
+    if key is None and table.column("mask").null_count == len(ids):
+        raise ScoreError(f"split {split!r} of {ds} has no T-F masks (a corpus without real twins, e.g. PartialSpoof, "
+                         "has frame labels only): score it with --track temporal or a 1-D submission")
     if key is None:
         masks_src, src_ids, source = table.column("mask"), ids, "dataset masks"
     else:

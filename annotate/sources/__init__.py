@@ -1,16 +1,17 @@
 """Corpus readers, one module per corpus (in the spirit of Lhotse's recipes).
 
 Each module exposes ``read(root, *, real_root=None) -> (list[Pair], list[Reject])`` that lists the
-pairs of the corpus exactly as users download it, without decoding audio.
+pairs of the corpus exactly as users download it, without decoding audio. A corpus without real twins
+but with its own segment labels (PartialSpoof) yields :class:`LabelledSpoof` items instead.
 """
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
 
-from .base import Pair, Reject, SourceError, pair_id
+from .base import LabelledSpoof, Pair, Reject, SourceError, pair_id
 
-SOURCES = ("librisevoc", "vocv4", "wavefake", "codecfake", "manifest", "demo")
+SOURCES = ("librisevoc", "vocv4", "wavefake", "codecfake", "partialspoof", "manifest", "demo")
 
 
 def read_source(name: str, root: str | Path | None, *, real_root: str | Path | None = None) -> tuple[list[Pair], list[Reject]]:
@@ -21,4 +22,4 @@ def read_source(name: str, root: str | Path | None, *, real_root: str | Path | N
     return module.read(root, real_root=real_root)
 
 
-__all__ = ["Pair", "Reject", "SourceError", "SOURCES", "pair_id", "read_source"]
+__all__ = ["LabelledSpoof", "Pair", "Reject", "SourceError", "SOURCES", "pair_id", "read_source"]

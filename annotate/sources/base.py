@@ -36,6 +36,18 @@ class Pair:
 
 
 @dataclass(frozen=True)
+class LabelledSpoof(Pair):
+    """A spoof without a real twin, labelled per fixed-length segment (e.g. PartialSpoof's utterances).
+
+    ``real_path`` is empty; ``labels`` has one character per ``segment_seconds`` from the start, ``'1'`` =
+    spoofed (vocmask's polarity, whatever the corpus uses). The build writes it with ``frame_labels`` and no
+    T-F mask (:mod:`annotate.labelled`)."""
+
+    labels: str = ""
+    segment_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class Reject:
     """A pair or file that was left out, and why (one line in ``rejects.jsonl``)."""
 
