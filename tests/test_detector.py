@@ -208,11 +208,14 @@ def test_xlsr300m_forward_shapes():
 
 def test_balanced_batches_are_half_bona_fide():
     from training.detector.data import Item
-    from training.detector.train import _by_class, draw_batch
+    from training.detector.train import BatchPlan
 
     items = [Item(f"r{i}", int(i % 5 != 0), "v", f"u{i}", 0, 0, i) for i in range(100)]  # 1 bona fide : 4 spoof
-    tcfg = TrainConfig(batch_size=8, balanced=True)
-    labels = [items[i].label for s in range(50) for i in draw_batch(np.random.default_rng([0, s]), items, tcfg, _by_class(items))]
+    plan = BatchPlan(items, TrainConfig(batch_size=8, balanced=True))
+    labels = [items[i].label for s in range(50) for i in plan.indices(s)]
     assert labels.count(0) == labels.count(1) == 200
-    plain = [items[i].label for s in range(50) for i in draw_batch(np.random.default_rng([0, s]), items, TrainConfig(batch_size=8), _by_class(items))]
-    assert plain.count(0) < 130  # uniform over items: about a fifth bona fide
+    plain = BatchPlan(items, TrainConfig(batch_size=8))
+    epoch = np.concatenate([plain.indices(s) for s in range(10)])  # the first 80 of a permutation of 100 items
+    assert len(set(epoch.tolist())) == 80
+    assert 8 < sum(items[i].label == 0 for i in epoch) < 30  # uniform over items: about a fifth bona fide
+    assert np.array_equal(BatchPlan(items, TrainConfig(batch_size=8)).indices(3), plain.indices(3))  # a function of (seed, step)

@@ -45,7 +45,9 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
     p.add_argument("--nc-pool", type=int, default=None, help="--sampler nc: embed at most this many train items per class")
     p.add_argument("--manifest", default=None, help="--sampler manifest: CSV with id,label")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default=None, help="torch device (default: cuda if available, else cpu)")
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda if available, else cpu); under torchrun, cuda = each rank's local GPU")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast of the forward pass (GPUs only)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -87,6 +89,7 @@ def _device(name: str | None) -> str:
 def _run_detector(a: argparse.Namespace) -> int:
     from dataclasses import replace
 
+    from ..distributed import finish, setup
     from .config import TrainConfig, preset
     from .model import read_meta
     from .train import train
@@ -95,6 +98,7 @@ def _run_detector(a: argparse.Namespace) -> int:
                       "seed": NON_NEGATIVE, "rawboost_prob": PROBABILITY, "crop": POSITIVE, "save_every": POSITIVE,
                       "nc_per_class": POSITIVE, "nc_clusters": POSITIVE, "nc_pool": POSITIVE, "threads": POSITIVE})
     _threads(a.threads)
+    world = setup(a.device, bf16=a.bf16)  # a torchrun job's process group, or one process
     extra = {}
     items = None
     if a.sampler == "nc":
@@ -105,15 +109,17 @@ def _run_detector(a: argparse.Namespace) -> int:
         a.dataset = a.dataset or teachers[0][1]
         cfg = DetectorConfig.from_dict(read_meta(teachers[0][0])[1]["config"]).shallower()
         manifest = Path(a.out) / MANIFEST
-        if manifest.exists():  # resuming: the selection is deterministic, reuse it
-            items = load_manifest_items(a.dataset, manifest, a.split)
-        else:
+        if not manifest.exists() and world.main:  # rank 0 selects; the other ranks read its manifest
             manifest, items = nc_sample_multi(teachers, a.out, a.nc_per_class, clusters=a.nc_clusters, seed=a.seed,
                                               pool_per_class=a.nc_pool, split=a.split, progress=not a.no_progress,
-                                              device=_device(a.device))
+                                              device=str(world.device))
+        world.barrier()
+        if items is None:  # resuming (the selection is deterministic, reuse it) or a rank other than 0
+            items = load_manifest_items(a.dataset, manifest, a.split)
         extra = {"sampler": "nc", "teacher": teachers[0][0], "teachers": [{"checkpoint": c, "dataset": d} for c, d in teachers],
                  "manifest": str(manifest)}
-        print(f"NC selection: {len(items)} items from {len(teachers)} teacher(s) -> {manifest}")
+        if world.main:
+            print(f"NC selection: {len(items)} items from {len(teachers)} teacher(s) -> {manifest}")
     else:
         if not a.dataset:
             raise ValueError("--dataset DS is required (only --sampler nc can take the datasets from --from CKPT:DS)")
@@ -140,8 +146,10 @@ def _run_detector(a: argparse.Namespace) -> int:
         rawboost_algo=a.rawboost_algo, rawboost_prob=a.rawboost_prob, save_every=a.save_every,
     )
     out = train(a.dataset, a.out, cfg, tcfg, items=items, split=a.split, progress=not a.no_progress, extra_meta=extra,
-                device=_device(a.device))
-    print(f"saved {out} (config.json + model.pt; logits index 0 = bona fide, 1 = spoof)")
+                world=world)
+    finish(world)
+    if world.main:
+        print(f"saved {out} (config.json + model.pt; logits index 0 = bona fide, 1 = spoof)")
     return 0
 
 

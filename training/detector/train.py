@@ -1,7 +1,9 @@
 """Training loop: weighted cross-entropy on random crops, Adam, seeded per step, resumable.
 
-Randomness: batch indices, crop starts and RawBoost seeds come from ``np.random.default_rng([seed, step])``
-and dropout from ``torch.manual_seed`` reset per step, so a resumed run equals an uninterrupted one.
+Randomness: batch items come from seeded per-epoch permutations (:class:`BatchPlan`), each batch position's
+crop start and RawBoost seed from ``np.random.default_rng([seed, step, position])`` and dropout from
+``torch.manual_seed`` reset per step, so a resumed run equals an uninterrupted one. Under torchrun each rank
+trains on its contiguous part of the same global batch (:mod:`training.distributed`); rank 0 writes.
 """
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..distributed import EpochStream, World, local_stats
 from .config import DetectorConfig, TrainConfig
 from .data import AudioStore, Item, MultiStore, index_split, open_store, random_crop
 from .model import Wav2Vec2AASIST, read_meta, save_detector
@@ -44,7 +47,7 @@ def _by_class(items: Sequence[Item]) -> tuple[np.ndarray, np.ndarray]:
 
 def draw_batch(rng: np.random.Generator, items: Sequence[Item], tcfg: TrainConfig,
                by_class: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Item indices of one batch: uniform over items, or (``balanced``) half from each class."""
+    """Item indices of one random batch (precise-BN calibration): uniform over items, or (``balanced``) half from each class."""
     if not tcfg.balanced:
         return rng.integers(0, len(items), tcfg.batch_size)
     bona, spoof = by_class
@@ -52,11 +55,32 @@ def draw_batch(rng: np.random.Generator, items: Sequence[Item], tcfg: TrainConfi
     return np.concatenate([bona[rng.integers(0, len(bona), n_b)], spoof[rng.integers(0, len(spoof), tcfg.batch_size - n_b)]])
 
 
-def _batch(store: AudioStore | MultiStore, items: Sequence[Item], idx: np.ndarray, n: int, rng: np.random.Generator,
-           tcfg: TrainConfig, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
+class BatchPlan:
+    """The global batch of each step: item indices from seeded per-epoch permutations of the items (with
+    ``balanced``, half from the bona fide and half from the spoof permutations), a pure function of (seed, step)."""
+
+    def __init__(self, items: Sequence[Item], tcfg: TrainConfig):
+        self.tcfg = tcfg
+        if tcfg.balanced:
+            self.groups = _by_class(items)
+            self.sizes = (tcfg.batch_size // 2, tcfg.batch_size - tcfg.batch_size // 2)
+        else:
+            self.groups, self.sizes = (np.arange(len(items)),), (tcfg.batch_size,)
+        self.streams = [EpochStream(len(g), tcfg.seed, salt) for salt, g in enumerate(self.groups)]
+
+    def indices(self, step: int) -> np.ndarray:
+        return np.concatenate([g[s.take(step * n, n)] for g, s, n in zip(self.groups, self.streams, self.sizes)])
+
+
+def _batch(store: AudioStore | MultiStore, items: Sequence[Item], idx: np.ndarray, n: int, rng: np.random.Generator | None,
+           tcfg: TrainConfig, sr: int, step: int = 0, positions: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Crops and labels of items ``idx``; each position draws from ``rng`` or, when ``positions`` are given,
+    from its own ``default_rng([seed, step, position])`` (the same on whichever rank trains it)."""
     waves, labels = [], []
-    for i in idx:
+    for k, i in enumerate(idx):
         it = items[int(i)]
+        if positions is not None:
+            rng = np.random.default_rng([tcfg.seed, step, int(positions[k])])
         x = random_crop(store.wave(it), n, rng)
         if tcfg.rawboost_algo and rng.random() < tcfg.rawboost_prob:
             from annotate import rawboost  # lazy: numpy/scipy-heavy, optional
@@ -84,64 +108,84 @@ def train(
     progress: bool = True,
     extra_meta: dict | None = None,
     device: str | torch.device = "cpu",
+    world: World | None = None,
 ) -> Path:
     """Train (or resume) a detector on ``ds``'s ``split`` (or on ``items`` of it, or of the datasets their
-    ``dataset`` fields name); returns the checkpoint folder."""
+    ``dataset`` fields name); returns the checkpoint folder. ``world``: this rank of a torchrun job (its
+    device replaces ``device``)."""
     from tqdm import tqdm
 
     out = Path(out)
+    world = world or World(device=torch.device(device))
+    part = world.part(tcfg.batch_size)  # this rank's positions of each global batch (checked before reading data)
     items = list(items) if items is not None else index_split(ds, split)
     weights = class_weights(items, tcfg.class_weights)
-    by_class = _by_class(items)
     if tcfg.balanced and tcfg.class_weights is None:  # half of each batch is bona fide: no reweighting needed
         weights = (0.5, 0.5)
     store = open_store(ds, split, items)  # items may carry their own dataset (NC across corpora)
+    device = world.device
+    plan = BatchPlan(items, tcfg)
     torch.manual_seed(tcfg.seed)
-    model = Wav2Vec2AASIST(cfg)
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
+    net = Wav2Vec2AASIST(cfg)
+    net.to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=tcfg.lr, weight_decay=tcfg.weight_decay)
     start = 0
     if (out / STATE_FILE).exists():
         _same_config(out, cfg)
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])  # moves its tensors to the parameters' device
         start = int(state["step"])
+    model = world.wrap(net)  # DDP across ranks (the same module on one process)
     meta = {
         "train": {**{k: v for k, v in asdict(tcfg).items() if k != "extra"}, **tcfg.extra, "class_weights_used": weights,
                   "dataset": str(ds), "split": split, "n_bona": sum(1 for it in items if it.label == 0),
-                  "n_spoof": sum(1 for it in items if it.label == 1),
+                  "n_spoof": sum(1 for it in items if it.label == 1), "processes": world.size,
                   **({"datasets": sorted({it.dataset or str(ds) for it in items})} if isinstance(store, MultiStore) else {})},
         **(extra_meta or {}),
     }
     w = torch.tensor(weights, dtype=torch.float32, device=device)
     model.train()
-    bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, disable=not progress, desc="train detector")
-    out.mkdir(parents=True, exist_ok=True)
-    if (out / LOG_FILE).exists():  # drop lines of steps after the checkpoint we resume from
-        kept = [ln for ln in (out / LOG_FILE).read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-        (out / LOG_FILE).write_text("".join(ln + "\n" for ln in kept))
-    log = open(out / LOG_FILE, "a")
+    bar = tqdm(range(start, tcfg.steps), initial=start, total=tcfg.steps, disable=not (progress and world.main),
+               desc="train detector")
+    log = None
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
+        if (out / LOG_FILE).exists():  # drop lines of steps after the checkpoint we resume from
+            kept = [ln for ln in (out / LOG_FILE).read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
+            (out / LOG_FILE).write_text("".join(ln + "\n" for ln in kept))
+        log = open(out / LOG_FILE, "a")
     try:
         for step in bar:
-            rng = np.random.default_rng([tcfg.seed, step])
-            idx = draw_batch(rng, items, tcfg, by_class)
-            x, y = _batch(store, items, idx, cfg.crop, rng, tcfg, cfg.sample_rate)
-            torch.manual_seed(tcfg.seed * 1_000_003 + step)
-            loss = F.cross_entropy(model(x.to(device)), y.to(device), weight=w)
+            idx = plan.indices(step)[part]
+            x, y = _batch(store, items, idx, cfg.crop, None, tcfg, cfg.sample_rate, step, range(part.start, part.stop))
+            torch.manual_seed(tcfg.seed * 1_000_003 + step + 7919 * world.rank)  # dropout: per step and rank
+            y = y.to(device)
+            with world.autocast():
+                logits = model(x.to(device))
+            # weighted CE normalised by the global batch's weight sum, so DDP's average is the 1-process loss
+            loss = F.cross_entropy(logits.float(), y, weight=w) * world.share(w[y].sum())
             opt.zero_grad(set_to_none=True)
             loss.backward()
             if tcfg.grad_clip:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tcfg.grad_clip)
             opt.step()
-            bar.set_postfix(loss=f"{loss.item():.4f}")
-            log.write(json.dumps({"step": step + 1, "loss": round(loss.item(), 6)}) + "\n")
+            value = world.mean(loss)
+            seen = world.gather([f"{items[int(i)].id}:{items[int(i)].label}" for i in idx]) if world.size > 1 else None
+            bar.set_postfix(loss=f"{value:.4f}")
             done = step + 1
+            if log is not None:
+                log.write(json.dumps({"step": done, "loss": round(value, 6), **({"items": seen} if seen else {})}) + "\n")
             if done % tcfg.save_every == 0 or done == tcfg.steps:
-                bn = lambda: precise_bn(model, store, items, cfg, tcfg, done)
-                _checkpoint(model, opt, out, done, meta, bn)
+                if world.main:
+                    def bn() -> None:
+                        with local_stats():  # rank 0 calibrates alone
+                            precise_bn(net, store, items, cfg, tcfg, done)
+                    _checkpoint(net, opt, out, done, meta, bn)
+                world.barrier()
     finally:
-        log.close()
+        if log is not None:
+            log.close()
     return out
 
 
