@@ -20,10 +20,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from . import __version__
-from .dataset import SHARD_RE, build_config, shard_paths
+from .dataset import SHARD_RE, build_config, open_shard, shard_paths
 from .show import save_figure
 
 # the withheld test config drops everything the masks can be rebuilt from: the mask, D, and the real twin
@@ -110,7 +109,7 @@ def collect_stats(ds: str | Path) -> dict:
     base = ["split", "vocoder", "speaker", "utt_id", "num_samples", "align_score", "offset"]
     masks = True  # False for a corpus without real twins (frame labels, null masks)
     for path in paths:
-        pf = pq.ParquetFile(path)
+        pf = open_shard(path)
         has_mask = "mask" in pf.schema_arrow.names
         for g in range(pf.num_row_groups):
             t = pf.read_row_group(g, columns=base + (["mask"] if has_mask else []))
@@ -384,7 +383,7 @@ def pick_rows(ds: str | Path, splits: list[str], per_vocoder: int = 1, max_vocod
             continue
         seen: dict[str, list[str]] = defaultdict(list)
         for p in paths:
-            t = pq.read_table(p, columns=["id", "vocoder"])
+            t = open_shard(p).read(columns=["id", "vocoder"])
             for i, v in zip(t.column("id").to_pylist(), t.column("vocoder").to_pylist()):
                 if len(seen[v]) < per_vocoder:
                     seen[v].append(i)
@@ -446,7 +445,7 @@ def split_features(ds: str | Path) -> dict:
 
     out = {}
     for split, paths in check_complete(ds).items():
-        out[split] = Features.from_arrow_schema(pq.read_schema(sorted(paths)[0]))
+        out[split] = Features.from_arrow_schema(open_shard(sorted(paths)[0]).schema_arrow)
     return out
 
 
@@ -462,7 +461,7 @@ def _split_info(paths: list[Path], name: str):
 
     rows = nbytes = 0
     for p in paths:
-        md = pq.ParquetFile(p).metadata
+        md = open_shard(p).metadata
         rows += md.num_rows
         nbytes += sum(md.row_group(g).total_byte_size for g in range(md.num_row_groups))
     return SplitInfo(name=name, num_bytes=nbytes, num_examples=rows)
@@ -498,7 +497,7 @@ def card_yaml(meta: dict, ds: str | Path, *, withheld: bool, pretty_name: str | 
     if withheld and "test" in splits:
         configs.append({"config_name": BENCHMARK_CONFIG, "data_files": [{"split": "test", "path": "data/test-*"}]})
         infos[BENCHMARK_CONFIG] = info(["test"], without_withheld(feats["test"]))
-    total = sum(pq.ParquetFile(p).metadata.num_rows for ps in shards.values() for p in ps)
+    total = sum(open_shard(p).metadata.num_rows for ps in shards.values() for p in ps)
     fields = {
         **meta,
         "pretty_name": pretty_name or meta.get("pretty_name"),

@@ -222,29 +222,240 @@ class ShardWriter:
 
 
 # ----------------------------------------------------------------------------------------------- reading
+#
+# The one reader of a dataset's Parquet shards: every package opens datasets through :class:`Dataset` (or the
+# module functions below, thin wrappers of it). A dataset is a local folder, any fsspec URL (``s3://``,
+# ``gs://``, ``memory://``, ``file://``) or a Hub dataset ``hf://datasets/ORG/NAME`` (huggingface_hub's file
+# system), in one of two layouts:
+#   built: ``data/{split}-{i:05d}-of-{n:05d}.parquet`` + ``build.json`` + ``summary.json`` (``annotate build``);
+#   Hub:   ``README.md`` whose YAML ``configs`` map splits to ``data_files`` globs (``annotate publish``), the
+#          build config then read from the shards' own metadata.
+# Row groups are read lazily: listing, row counts and schemas come from the Parquet footers.
 
 
-def shard_paths(ds: str | Path, split: str | None = None) -> list[Path]:
-    """Completed shards of ``ds`` (optionally one split), in name order."""
-    data = Path(ds) / "data"
-    out = sorted(p for p in data.glob("*.parquet") if SHARD_RE.match(p.name))
-    if split is not None:
-        out = [p for p in out if SHARD_RE.match(p.name)["split"] == split]
-    return out
+class Dataset:
+    """A built or published dataset at ``location``. ``config``: one config of the card; None = the default config's
+    splits, plus each split only another config has (a published test split without masks is config ``benchmark``)."""
+
+    def __init__(self, location: str | Path, config: str | None = None):
+        self.location = str(location)
+        if "://" in self.location:
+            import fsspec
+
+            self.fs, root = fsspec.core.url_to_fs(self.location)  # hf:// is registered by huggingface_hub
+            self.root = root.rstrip("/")
+            self.local = False
+        else:
+            self.fs, self.root, self.local = None, str(Path(self.location).expanduser()), True
+        self.config = config
+        self._files: dict[str, list[str]] | None = None
+        self._open: dict[str, pq.ParquetFile] = {}
+
+    # -- files
+    def _path(self, rel: str) -> str:
+        return f"{self.root}/{rel}"
+
+    def exists(self, rel: str) -> bool:
+        return os.path.exists(self._path(rel)) if self.local else self.fs.exists(self._path(rel))
+
+    def read_text(self, rel: str) -> str:
+        if self.local:
+            return Path(self._path(rel)).read_text()
+        with self.fs.open(self._path(rel), "r") as f:
+            return f.read()
+
+    def _glob(self, pattern: str) -> list[str]:
+        if self.local:
+            import glob
+
+            return sorted(glob.glob(self._path(pattern)))
+        return sorted(self.fs.glob(self._path(pattern)))
+
+    def card_configs(self) -> list[dict]:
+        """The ``configs`` of the dataset card (``README.md`` YAML header); empty without a card."""
+        if not self.exists("README.md"):
+            return []
+        from huggingface_hub import DatasetCard
+
+        return list(DatasetCard(self.read_text("README.md")).data.to_dict().get("configs") or [])
+
+    def _list(self) -> dict[str, list[str]]:
+        """Shard files by split: the chosen card config's ``data_files``, else the built layout's ``data/``."""
+        if self._files is not None:
+            return self._files
+        configs = self.card_configs() if (self.config or not self.exists("build.json")) else []
+        if self.config and not configs:
+            raise FileNotFoundError(f"{self.location}: no dataset card with configs (README.md), so no config {self.config!r}")
+        files: dict[str, list[str]] = {}
+        if configs:
+            names = [c.get("config_name", "default") for c in configs]
+            if self.config is not None and self.config not in names:
+                raise ValueError(f"{self.location}: no config {self.config!r}; it has {', '.join(names)}")
+            if self.config is not None:
+                chosen = [configs[names.index(self.config)]]
+            else:  # the default config, then each other config for the splits it alone has (e.g. a withheld test)
+                chosen = sorted(configs, key=lambda c: not c.get("default"))
+            for c in chosen:
+                data_files = c.get("data_files") or []
+                if isinstance(data_files, (str, dict)):
+                    data_files = [data_files]
+                own: dict[str, list[str]] = {}
+                for entry in data_files:
+                    split, pats = ("train", entry) if isinstance(entry, str) else (entry.get("split", "train"), entry["path"])
+                    for pat in [pats] if isinstance(pats, str) else pats:
+                        own.setdefault(split, []).extend(self._glob(pat))
+                for split, paths in own.items():
+                    files.setdefault(split, paths)
+        else:
+            for p in self._glob("data/*.parquet"):
+                m = SHARD_RE.match(p.rsplit("/", 1)[-1])
+                if m:
+                    files.setdefault(m["split"], []).append(p)
+        self._files = {k: sorted(set(v)) for k, v in files.items()}
+        return self._files
+
+    def splits(self) -> list[str]:
+        """Split names present (sorted)."""
+        return sorted(self._list())
+
+    def files(self, split: str | None = None) -> list[str]:
+        """Shard files (paths on the dataset's file system) of one split, or of all in split-name order."""
+        listing = self._list()
+        if split is not None:
+            return list(listing.get(split, []))
+        return [p for s in sorted(listing) for p in listing[s]]
+
+    def require(self, split: str) -> list[str]:
+        """The split's shard files; a one-line FileNotFoundError when it has none."""
+        files = self.files(split)
+        if not files:
+            have = ", ".join(self.splits()) or "none"
+            raise FileNotFoundError(f"no shards for split {split!r} in {self.location} (its splits: {have}): check "
+                                    "--dataset/--split, or build the dataset with `annotate build`")
+        return files
+
+    def parquet(self, path: str) -> pq.ParquetFile:
+        """One shard, opened once (its footer read; row groups only when asked for)."""
+        if path not in self._open:
+            self._open[path] = pq.ParquetFile(path if self.local else self.fs.open(path, "rb"))
+        return self._open[path]
+
+    # -- metadata
+    def num_rows(self, split: str | None = None) -> int:
+        """Rows of one split (or all) from the footers."""
+        return sum(self.parquet(p).metadata.num_rows for p in self.files(split))
+
+    def schema(self, split: str | None = None) -> pa.Schema:
+        """The arrow schema of the split's first shard."""
+        return self.parquet(self.require(split)[0] if split else self.files()[0]).schema_arrow
+
+    def build_config(self) -> dict:
+        """``build.json``; for a Hub layout, the build config stored in the shards' metadata."""
+        if self.exists("build.json"):
+            return json.loads(self.read_text("build.json"))
+        files = self.files()
+        meta = (self.parquet(files[0]).schema_arrow.metadata or {}) if files else {}
+        if META_KEY in meta and "build" in json.loads(meta[META_KEY]):
+            return json.loads(meta[META_KEY])["build"]
+        raise FileNotFoundError(f"{self.location}: no build.json and no build config in its shards: not a vocmask dataset "
+                                "(run `annotate build`)")
+
+    def summary(self) -> dict | None:
+        """``summary.json`` (pairs in, rows out, rejects, empty splits), or None (a Hub layout has none)."""
+        return json.loads(self.read_text("summary.json")) if self.exists("summary.json") else None
+
+    # -- rows
+    def iter_batches(self, split: str | None = None, columns: Sequence[str] | None = None, start: int = 0,
+                     stop: int | None = None) -> Iterator[pa.Table]:
+        """Rows ``start .. stop-1`` (shard order) as one table per row group; row groups outside are never read."""
+        pos = 0
+        for path in self.files(split):
+            f = self.parquet(path)
+            for g in range(f.num_row_groups):
+                if stop is not None and pos >= stop:
+                    return
+                n = f.metadata.row_group(g).num_rows
+                lo, hi = max(start - pos, 0), n if stop is None else min(stop - pos, n)
+                if lo < hi:
+                    t = f.read_row_group(g, columns=list(columns) if columns else None)
+                    yield t if (lo, hi) == (0, n) else t.slice(lo, hi - lo)
+                pos += n
+
+    def iter_rows(self, split: str | None = None, columns: Sequence[str] | None = None, start: int = 0,
+                  stop: int | None = None) -> Iterator[dict]:
+        """Rows as dicts, Array2D columns as numpy arrays (see :meth:`iter_batches`)."""
+        for table in self.iter_batches(split, columns, start, stop):
+            yield from table_rows(table)
+
+    def read_table(self, split: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+        """All rows of one split (or all) as one table with only ``columns``."""
+        files = self.require(split) if split is not None else self.files()
+        if not files:
+            raise FileNotFoundError(f"no shards in {self.location} (run `annotate build` first)")
+        cols = list(columns) if columns else None
+        return pa.concat_tables([self.parquet(p).read(columns=cols) for p in files])
+
+    def read_rows(self, ids: Sequence[str], split: str | None = None, columns: Sequence[str] | None = None) -> dict[str, dict]:
+        """The rows with these ids (dicts as :meth:`iter_rows`), reading the ``id`` column and then only the row
+        groups that hold a wanted id; a one-line KeyError names an id the dataset lacks."""
+        wanted, out = set(ids), {}
+        for path in self.files(split):
+            f = self.parquet(path)
+            for g in range(f.num_row_groups):
+                got = f.read_row_group(g, columns=["id"]).column("id").to_pylist()
+                hits = [i for i, rid in enumerate(got) if rid in wanted]
+                if hits:
+                    rows = list(table_rows(f.read_row_group(g, columns=list(columns) if columns else None).take(hits)))
+                    for i, row in zip(hits, rows):
+                        out[got[i]] = row
+        missing = [i for i in ids if i not in out]
+        if missing:
+            raise KeyError(f"id {missing[0]!r} not in {self.location}{f' split {split!r}' if split else ''} "
+                           f"({len(missing)} missing; list ids with `annotate ids`)")
+        return out
 
 
-def splits(ds: str | Path) -> list[str]:
+def dataset_name(ds: "str | Path | Dataset") -> str:
+    """How results name a dataset: the resolved folder, or the URL as given."""
+    loc = ds.location if isinstance(ds, Dataset) else str(ds)
+    return loc if "://" in loc else str(Path(loc).expanduser().resolve())
+
+
+def open_dataset(ds: "str | Path | Dataset", config: str | None = None) -> Dataset:
+    """``ds`` as a :class:`Dataset` (an open one is returned as is)."""
+    return ds if isinstance(ds, Dataset) else Dataset(ds, config)
+
+
+def table_rows(table: pa.Table) -> Iterator[dict]:
+    """The rows of a table as dicts, Array2D columns as numpy arrays."""
+    names = table.column_names
+    cols = {n: table.column(n) for n in names}
+    for i in range(table.num_rows):
+        yield {n: array2d(cols[n][i]) if n in ARRAY_COLUMNS else cols[n][i].as_py() for n in names}
+
+
+def shard_paths(ds: "str | Path | Dataset", split: str | None = None) -> list[Path] | list[str]:
+    """Shard files of ``ds`` (optionally one split): Paths for a local folder, file-system paths otherwise."""
+    d = open_dataset(ds)
+    files = d.files(split)
+    return [Path(p) for p in files] if d.local else files
+
+
+def row_count(ds: "str | Path | Dataset", split: str) -> int:
+    """Rows of a split from the Parquet footers (no data read)."""
+    d = open_dataset(ds)
+    d.require(split)
+    return d.num_rows(split)
+
+
+def splits(ds: "str | Path | Dataset") -> list[str]:
     """Split names present in ``ds``."""
-    return sorted({SHARD_RE.match(p.name)["split"] for p in shard_paths(ds)})
+    return open_dataset(ds).splits()
 
 
-def read_table(ds: str | Path, split: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
+def read_table(ds: "str | Path | Dataset", split: str | None = None, columns: Sequence[str] | None = None) -> pa.Table:
     """All rows of ``ds`` (or one split) as one pyarrow table with only ``columns``."""
-    paths = shard_paths(ds, split)
-    if not paths:
-        raise FileNotFoundError(f"no shards for split {split!r} in {Path(ds) / 'data'} (run `annotate build` first)")
-    tables = [pq.read_table(p, columns=list(columns) if columns else None) for p in paths]
-    return pa.concat_tables(tables)
+    return open_dataset(ds).read_table(split, columns)
 
 
 def array2d(cell, dtype=None) -> np.ndarray | None:
@@ -264,30 +475,31 @@ def array2d(cell, dtype=None) -> np.ndarray | None:
     return arr.astype(dtype, copy=False) if dtype is not None else arr
 
 
-def iter_rows(ds: str | Path, split: str | None = None, columns: Sequence[str] | None = None) -> Iterator[dict]:
-    """Rows as dicts, Array2D columns as numpy arrays; reads one row group at a time."""
-    for path in shard_paths(ds, split):
-        yield from iter_shard_rows(path, columns)
+def iter_rows(ds: "str | Path | Dataset", split: str | None = None, columns: Sequence[str] | None = None, start: int = 0,
+              stop: int | None = None) -> Iterator[dict]:
+    """Rows ``start .. stop-1`` (in shard order) as dicts, Array2D columns as numpy arrays; reads one row group at a
+    time and skips the row groups outside from the footers alone."""
+    return open_dataset(ds).iter_rows(split, columns, start, stop)
+
+
+def open_shard(path: str | Path) -> pq.ParquetFile:
+    """One shard file of a dataset, by local path or fsspec URL (footer read; row groups when asked for)."""
+    loc = str(path)
+    if "://" in loc:
+        import fsspec
+
+        fs, p = fsspec.core.url_to_fs(loc)
+        return pq.ParquetFile(fs.open(p, "rb"))
+    return pq.ParquetFile(loc)
 
 
 def iter_shard_rows(path: str | Path, columns: Sequence[str] | None = None) -> Iterator[dict]:
     """The rows of one shard file, as :func:`iter_rows` yields them."""
-    f = pq.ParquetFile(path)
+    f = open_shard(path)
     for g in range(f.num_row_groups):
-        table = f.read_row_group(g, columns=list(columns) if columns else None)
-        names = table.column_names
-        cols = {n: table.column(n) for n in names}
-        for i in range(table.num_rows):
-            row = {}
-            for n in names:
-                cell = cols[n][i]
-                row[n] = array2d(cell) if n in ARRAY_COLUMNS else cell.as_py()
-            yield row
+        yield from table_rows(f.read_row_group(g, columns=list(columns) if columns else None))
 
 
-def build_config(ds: str | Path) -> dict:
-    """The build config stored with the dataset (``build.json``)."""
-    p = Path(ds) / "build.json"
-    if not p.exists():
-        raise FileNotFoundError(f"{p} missing: {ds} is not a vocmask dataset (run `annotate build`)")
-    return json.loads(p.read_text())
+def build_config(ds: "str | Path | Dataset") -> dict:
+    """The build config stored with the dataset (``build.json``, or the shards' metadata for a Hub layout)."""
+    return open_dataset(ds).build_config()

@@ -202,10 +202,9 @@ def _common(row: dict) -> dict:
 def make_partial(ds: str | Path, out: str | Path, cfg: PartialConfig = PartialConfig(), *, overwrite: bool = False,
                  progress: bool = True) -> dict:
     """Write the partially spoofed dataset of ``ds`` into ``out``; returns the summary (also summary.json)."""
-    import pyarrow.parquet as pq
     from tqdm.auto import tqdm
 
-    from .dataset import iter_shard_rows
+    from .dataset import iter_shard_rows, open_shard
 
     cfg.validate()
     ds, out = Path(ds), Path(out)
@@ -213,7 +212,7 @@ def make_partial(ds: str | Path, out: str | Path, cfg: PartialConfig = PartialCo
     paths = shard_paths(ds)
     if not paths:
         raise PartialError(f"{ds / 'data'} holds no shards: build the dataset first (`annotate build`)")
-    names = pq.ParquetFile(paths[0]).schema_arrow.names
+    names = open_shard(paths[0]).schema_arrow.names
     if any(c in names for c in PARTIAL_COLUMNS):
         raise PartialError(f"{ds} is already a partially spoofed dataset; pass the dataset built by `annotate build`")
     if out.resolve() == ds.resolve():
@@ -228,7 +227,7 @@ def make_partial(ds: str | Path, out: str | Path, cfg: PartialConfig = PartialCo
     config = {**build, "partial": cfg.to_dict(), "partial_of": ds.name}
     (out / "build.json").write_text(json.dumps(config, indent=2, sort_keys=True))
     schema = partial_features(stft_cfg.n_freq, stft_cfg.sample_rate).arrow_schema
-    total = sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    total = sum(open_shard(p).metadata.num_rows for p in paths)
     t0 = time.perf_counter()
     counts = {"rows_in": total, "partial_rows": 0, "bonafide_rows": 0, "rejects": 0}
     per_split: dict[str, dict[str, int]] = {}

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .card import (FIGURE_NAME, KEY_COLUMNS, ROW_FIGURE_NAME, WITHHELD_COLUMNS, CardError, check_complete, render_card,
                    split_features, template_warning, without_withheld)
-from .dataset import META_KEY, build_config
+from .dataset import META_KEY, build_config, open_shard
 
 KEY_FORMAT = "vocmask-key/1"
 TREE_ENTRIES = {"README.md", "data", FIGURE_NAME, ROW_FIGURE_NAME}
@@ -65,7 +65,7 @@ def _copy_columns(srcs: list[Path], dst: Path, schema: pa.Schema) -> int:
     try:
         with pq.ParquetWriter(tmp, schema, compression="zstd") as w:
             for src in srcs:
-                pf = pq.ParquetFile(src)
+                pf = open_shard(src)
                 for g in range(pf.num_row_groups):
                     t = pf.read_row_group(g, columns=schema.names)
                     cols = [t.column(n) for n in schema.names]
@@ -85,7 +85,7 @@ def write_public_test_shards(paths: list[Path], out_data: Path, feats) -> list[P
     pub = without_withheld(feats)
     out = []
     for p in sorted(paths):
-        schema = _with_vocmask_meta(pub.arrow_schema, pq.read_schema(p).metadata, {"withheld": list(WITHHELD_COLUMNS)})
+        schema = _with_vocmask_meta(pub.arrow_schema, open_shard(p).schema_arrow.metadata, {"withheld": list(WITHHELD_COLUMNS)})
         dst = out_data / p.name
         _copy_columns([p], dst, schema)
         out.append(dst)
@@ -170,7 +170,7 @@ def stage_tree(ds: str | Path, out: str | Path, *, repo_id: str | None = None, w
         meta = {"split": "test", "repo_id": repo_id, "dataset_version": cfg.get("version"), "source": cfg.get("source")}
         tree.key = key
         tree.key_rows = write_key(shards["test"], key, feats["test"], meta)
-        n_test = sum(pq.ParquetFile(p).metadata.num_rows for p in shards["test"])
+        n_test = sum(open_shard(p).metadata.num_rows for p in shards["test"])
         if tree.key_rows != n_test:
             raise PublishError(f"key {key} holds {tree.key_rows} rows but the test split has {n_test}")
     card = render_card(ds, out / "README.md", repo_id=repo_id, withheld=withhold, pretty_name=pretty_name,
@@ -315,7 +315,7 @@ def build_config_version(tree: Tree) -> str | None:
     """The vocmask version recorded in the first shard's metadata (for the commit message)."""
     for rel in tree.files:
         if rel.startswith("data/"):
-            meta = pq.read_schema(tree.root / rel).metadata or {}
+            meta = open_shard(tree.root / rel).schema_arrow.metadata or {}
             if META_KEY in meta:
                 return (json.loads(meta[META_KEY]).get("build") or {}).get("version")
     return None

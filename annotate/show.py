@@ -6,23 +6,18 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from .audio import decode_bytes
-from .dataset import array2d, build_config, read_table, shard_paths
+from .dataset import array2d, build_config, open_dataset, read_table
 from .spectral import MaskConfig, STFTConfig, log_magnitude, smooth, stft
 
 
 def find_row(ds: str | Path, row_id: str) -> dict:
     """The row ``row_id`` of dataset ``ds`` (Array2D columns as numpy); KeyError naming the id if absent."""
-    for path in shard_paths(ds):
-        ids = pq.read_table(path, columns=["id"]).column("id")
-        hit = pc.index(ids, row_id).as_py()
-        if hit >= 0:
-            t = pq.read_table(path).slice(hit, 1)
-            return {n: (array2d(t.column(n)[0]) if n in ("spoof_logmag", "mask", "diff") else t.column(n)[0].as_py())
-                    for n in t.column_names}
-    raise KeyError(f"id {row_id!r} not found in {ds} (list the ids with `annotate ids {ds}`)")
+    try:
+        return open_dataset(ds).read_rows([row_id])[row_id]
+    except KeyError:
+        raise KeyError(f"id {row_id!r} not found in {ds} (list the ids with `annotate ids {ds}`)") from None
 
 
 def list_ids(ds: str | Path, split: str | None = None, vocoder: str | None = None) -> list[str]:

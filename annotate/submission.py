@@ -19,6 +19,32 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 META_KEY = b"vocmask"
+SHARD_KEYS = ("shard", "rows", "total_rows")  # metadata of one part of a sharded explain (`benchmark merge` joins them)
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"I/N"`` -> (I, N) with 0 <= I < N; None stays None (the whole split)."""
+    if text is None:
+        return None
+    i, sep, n = str(text).partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and 0 <= int(i) < int(n)):
+        raise ValueError(f"--shard {text!r}: write I/N with 0 <= I < N (e.g. 0/4 for the first of four parts)")
+    return int(i), int(n)
+
+
+def shard_rows(n_rows: int, shard: tuple[int, int] | None) -> tuple[int, int]:
+    """Row range [lo, hi) of part I of N of a split's ``n_rows`` rows (contiguous, sizes differing by at most one)."""
+    if shard is None:
+        return 0, n_rows
+    i, n = shard
+    return i * n_rows // n, (i + 1) * n_rows // n
+
+
+def shard_metadata(shard: tuple[int, int] | None, n_rows: int) -> dict:
+    """The submission metadata recording which part of the split a sharded explain wrote (nothing when unsharded)."""
+    if shard is None:
+        return {}
+    return {"shard": list(shard), "rows": list(shard_rows(n_rows, shard)), "total_rows": n_rows}
 
 # ----------------------------------------------------------------------------------------------- writing
 

@@ -27,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--detector", default=None, help="detector checkpoint folder (deepshap, gradientshap, attnlrp, gradcam; addsegdiff override)")
     p.add_argument("--checkpoint", default=None, help="SegDiff (specsegdiff, addsegdiff) or `train unet` (unet) checkpoint folder")
     p.add_argument("--limit", type=int, default=None, help="explain only the first N rows")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="explain only part I of N of the rows (contiguous, disjoint; 0/N .. N-1/N cover the split): "
+                        "run the parts on N machines and join them with `benchmark merge`")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--batch-rows", type=int, default=8, help="rows per resumable part (default 8)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -60,18 +63,22 @@ def check_explain_options(a: argparse.Namespace) -> None:
                       "gamma_conv1d": NON_NEGATIVE, "gamma_conv2d": NON_NEGATIVE, "gamma_linear": NON_NEGATIVE,
                       "ddim_steps": POSITIVE, "max_batch": POSITIVE, "hop": POSITIVE})
     check_options(a, {"eps": FINITE, "gamma_conv1d": FINITE, "gamma_conv2d": FINITE, "gamma_linear": FINITE})
+    from annotate.submission import parse_shard
+
+    a.shard = parse_shard(a.shard)
+    if a.shard is not None and a.method in SEGDIFF_METHODS:
+        raise ValueError(f"--shard is not available for --method {a.method} yet; explain the whole split")
     _check_split(a.dataset, a.split)
 
 
 def _check_split(ds: str, split: str) -> None:
     """ValueError (one line) when ``split`` of ``ds`` has no rows: nothing to explain."""
-    import pyarrow.parquet as pq
+    from annotate.dataset import open_dataset
 
-    from annotate.dataset import shard_paths
-
-    if not (Path(ds) / "build.json").exists():
+    d = open_dataset(ds)
+    if not d.files():
         return  # not a dataset at all: the explainer's own loader says so
-    if sum(pq.ParquetFile(p).metadata.num_rows for p in shard_paths(ds, split)) == 0:
+    if d.num_rows(split) == 0:
         raise ValueError(f"split {split!r} of {ds} has no rows (see its summary.json, empty_splits): choose another --split")
 
 
@@ -84,7 +91,7 @@ def _run(a: argparse.Namespace) -> int:
     if a.method == UNET_METHOD:
         from .explain import run_unet
 
-        path = run_unet(a.checkpoint, a.dataset, a.split, a.output, limit=a.limit, progress=not a.no_progress)
+        path = run_unet(a.checkpoint, a.dataset, a.split, a.output, limit=a.limit, progress=not a.no_progress, shard=a.shard)
     elif a.method in SEGDIFF_METHODS:
         from .explain import run_segdiff
 
@@ -101,7 +108,7 @@ def _run(a: argparse.Namespace) -> int:
         cfg = ExplainConfig(method=a.method, dataset=a.dataset, split=a.split, detector=a.detector, seed=a.seed, limit=a.limit,
                             temporal=a.temporal,
                             batch_rows=a.batch_rows, shap=shap, lrp=lrp)
-        path = run(cfg, a.output, progress=not a.no_progress)
+        path = run(cfg, a.output, progress=not a.no_progress, shard=a.shard)
     print(f"wrote {path}")
     return 0
 

@@ -84,18 +84,18 @@ def _stft_config(ds: str | Path) -> STFTConfig:
 def load_references(ds: str | Path, n: int, length: int, seed: int, cfg: STFTConfig = DEFAULT_STFT, split: str = "train"):
     """``n`` random bona fide log-magnitudes ``(n, frames, F)``: rows of ``split`` drawn with ``seed``, their
     ``real_audio`` cropped at a random start (or tiled) to ``length`` samples. Reads only the chosen rows."""
-    import pyarrow.parquet as pq
     import torch
 
     from annotate.audio import decode_bytes
-    from annotate.dataset import shard_paths
+    from annotate.dataset import open_dataset
 
     from .rawwrapper import spectrogram
 
-    paths = shard_paths(ds, split)
+    d = open_dataset(ds)
+    paths = d.files(split)
     if not paths:
-        raise FileNotFoundError(f"no {split!r} shards in {Path(ds) / 'data'}: DeepSHAP draws its bona fide references from there")
-    groups = [(p, g, pq.ParquetFile(p).metadata.row_group(g).num_rows) for p in paths for g in range(pq.ParquetFile(p).num_row_groups)]
+        raise FileNotFoundError(f"no {split!r} shards in {ds}: DeepSHAP draws its bona fide references from there")
+    groups = [(p, g, d.parquet(p).metadata.row_group(g).num_rows) for p in paths for g in range(d.parquet(p).num_row_groups)]
     total = sum(k for _, _, k in groups)
     if total < 2:
         raise ValueError(f"{ds} split {split!r} has {total} rows: DeepSHAP needs at least 2 bona fide references")
@@ -105,7 +105,7 @@ def load_references(ds: str | Path, n: int, length: int, seed: int, cfg: STFTCon
     for p, g, k in groups:
         local = chosen[(chosen >= start) & (chosen < start + k)] - start
         if local.size:
-            cells = pq.ParquetFile(p).read_row_group(g, columns=["real_audio"]).column("real_audio").to_pylist()
+            cells = d.parquet(p).read_row_group(g, columns=["real_audio"]).column("real_audio").to_pylist()
             for i in local:
                 x, _ = decode_bytes(cells[int(i)]["bytes"])
                 if x.size >= length:
@@ -230,14 +230,9 @@ def metadata(cfg: ExplainConfig, stft_cfg: STFTConfig) -> dict:
 
 
 def _row_count(ds, split: str) -> int:
-    import pyarrow.parquet as pq
+    from annotate.dataset import row_count
 
-    from annotate.dataset import shard_paths
-
-    paths = shard_paths(ds, split)
-    if not paths:
-        raise FileNotFoundError(f"no {split!r} shards in {Path(ds) / 'data'} (check --dataset/--split; build with `annotate build`)")
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    return row_count(ds, split)
 
 
 def parts_dir(out: str | Path) -> Path:
@@ -245,12 +240,14 @@ def parts_dir(out: str | Path) -> Path:
     return out.with_name(out.name + ".parts")
 
 
-def run(cfg: ExplainConfig, out: str | Path, *, progress: bool = True, detector=None) -> Path:
-    """Explain every spoof row of ``cfg.split`` (the first ``cfg.limit``) into the submission ``out``."""
+def run(cfg: ExplainConfig, out: str | Path, *, progress: bool = True, detector=None,
+        shard: tuple[int, int] | None = None) -> Path:
+    """Explain every spoof row of ``cfg.split`` (the first ``cfg.limit``; ``shard`` (I, N): only part I of N of
+    them, for ``benchmark merge``) into the submission ``out``."""
     from tqdm import tqdm
 
     from annotate.dataset import iter_rows
-    from annotate.submission import SubmissionWriter, iter_heatmaps
+    from annotate.submission import SubmissionWriter, iter_heatmaps, shard_metadata, shard_rows
 
     if cfg.method not in DETECTOR_METHODS + CHANCE:
         raise ValueError(f"unknown method {cfg.method!r} for this run loop; choose from {', '.join(DETECTOR_METHODS + CHANCE)}")
@@ -262,7 +259,8 @@ def run(cfg: ExplainConfig, out: str | Path, *, progress: bool = True, detector=
     n_rows = _row_count(cfg.dataset, cfg.split)
     if cfg.limit is not None:
         n_rows = min(n_rows, max(0, int(cfg.limit)))
-    meta = metadata(cfg, stft_cfg)
+    meta = {**metadata(cfg, stft_cfg), **shard_metadata(shard, n_rows)}
+    first, last = shard_rows(n_rows, shard)
     parts = parts_dir(out)
     parts.mkdir(parents=True, exist_ok=True)
     settings_file = parts / "settings.json"
@@ -271,12 +269,12 @@ def run(cfg: ExplainConfig, out: str | Path, *, progress: bool = True, detector=
         raise ValueError(f"{parts} holds parts written with other settings; delete it or choose another -o")
     settings_file.write_text(key)
 
-    ranges = [(lo, min(lo + cfg.batch_rows, n_rows)) for lo in range(0, n_rows, cfg.batch_rows)]
+    ranges = [(lo, min(lo + cfg.batch_rows, last)) for lo in range(first, last, cfg.batch_rows)]
     files = [parts / f"part-{lo:07d}-{hi:07d}.parquet" for lo, hi in ranges]
     explainer = None
     seconds, explained = 0.0, 0
-    rows = iter_rows(cfg.dataset, cfg.split, columns(cfg.method))
-    bar = tqdm(total=n_rows, desc=f"explain {cfg.method} {cfg.split}", unit="utt", disable=not progress)
+    rows = iter_rows(cfg.dataset, cfg.split, columns(cfg.method), start=first, stop=last)
+    bar = tqdm(total=last - first, desc=f"explain {cfg.method} {cfg.split}", unit="utt", disable=not progress)
     for (lo, hi), part in zip(ranges, files):
         if part.exists():
             for _ in range(hi - lo):
@@ -336,7 +334,7 @@ def run_segdiff(method: str, checkpoint: str | None, dataset: str, split: str, o
 
 
 def run_unet(checkpoint: str | None, dataset: str, split: str, out: str | Path, *, limit: int | None = None,
-             progress: bool = True) -> Path:
+             progress: bool = True, shard: tuple[int, int] | None = None) -> Path:
     """Supervised U-Net heatmaps (sigmoid probabilities) through ``training.unet.infer.explain_split``."""
     if not checkpoint:
         raise ValueError("--method unet needs --checkpoint CKPT (a `train unet` folder)")
@@ -346,4 +344,4 @@ def run_unet(checkpoint: str | None, dataset: str, split: str, out: str | Path, 
         from training.unet.infer import explain_split
     except ImportError as e:
         raise ImportError(f"--method unet needs training.unet, which is not importable here ({e})") from None
-    return Path(explain_split(checkpoint, dataset, split, out, limit=limit, progress=progress))
+    return Path(explain_split(checkpoint, dataset, split, out, limit=limit, progress=progress, shard=shard))

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from annotate.dataset import dataset_name
+
 from .temporal import THRESHOLDS, iter_temporal_heatmaps, load_temporal_truth, minmax
 from .submission import SubmissionError, read_metadata
 
@@ -96,7 +98,7 @@ def analyse(sub: str | Path, ds: str | Path, split: str = "test", out: str | Pat
             "r_energy": _pearson(h, energy), "r_vad": _pearson(h, vad),
         })
     summary = _summarise(per_utt, cfg)
-    summary.update({"submission": str(Path(sub).resolve()), "method": read_metadata(sub), "dataset": str(Path(ds).resolve()),
+    summary.update({"submission": str(Path(sub).resolve()), "method": read_metadata(sub), "dataset": dataset_name(ds),
                     "split": split, "normalisation": f"activation / {scale:.6g} (the split's largest |value|)",
                     "config": asdict(cfg)})
     (out / "analysis.json").write_text(json.dumps(_clean(summary), indent=2) + "\n")

@@ -40,6 +40,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--key")
     v.add_argument("--track", choices=("auto", "tf", "temporal"), default="auto", help="as for `score --track`")
 
+    m = sub.add_parser("merge", help="check and join the parts of `explain --shard I/N` into one submission")
+    m.add_argument("parts", nargs="+", help="the part files (or folders of them): shards 0/N .. N-1/N, each once")
+    m.add_argument("-o", "--output", required=True, help="the joined submission Parquet file to write")
+
     lb = sub.add_parser("leaderboard", help="rank result JSONs (chance baselines always included)")
     lb.add_argument("results", help="folder of result JSONs from `benchmark score -o`")
     lb.add_argument("--format", choices=("md", "csv", "html"), default="md")
@@ -145,6 +149,14 @@ def _validate(a) -> int:
     return 0
 
 
+def _merge(a) -> int:
+    from .merge import merge
+
+    out = merge(a.parts, a.output)
+    print(f"wrote {out} ({len(a.parts)} parts)")
+    return 0
+
+
 def _leaderboard(a) -> int:
     from .chance import CHANCE_PREFIX
     from .leaderboard import add_chance, load_results, render
@@ -221,11 +233,13 @@ def main(argv: list[str] | None = None) -> int:
             return _validate(a)
         if a.command == "leaderboard":
             return _leaderboard(a)
+        if a.command == "merge":
+            return _merge(a)
         if a.command == "analyse":
             return _analyse(a)
         return _run(a)
     except SubmissionError as e:
-        print(f"benchmark: invalid submission {getattr(a, 'submission', '')}:", file=sys.stderr)
+        print(f"benchmark: invalid submission {getattr(a, 'submission', '') or ' '.join(getattr(a, 'parts', []))}:", file=sys.stderr)
         for line in e.problems:
             print(f"  error: {line}", file=sys.stderr)
         return 2

@@ -16,7 +16,7 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from annotate.dataset import build_config, read_table
+from annotate.dataset import build_config, dataset_name, read_table
 from annotate.spectral import DEFAULT_STFT
 
 from .localisation import LOCALISATION_METRICS, localisation_scores
@@ -126,7 +126,7 @@ def check_comparable(results: list[dict]) -> None:
 def load_truth(ds: str | Path, split: str = "test", key: str | Path | None = None) -> Truth:
     """Read ids, vocoders and masks of ``split``; with ``key``, masks come from that Parquet (``id``, ``mask``)."""
     try:
-        schema_names = pq.ParquetFile(_first_shard(ds, split)).schema_arrow.names
+        schema_names = _split_columns(ds, split)
     except FileNotFoundError as e:
         raise ScoreError(str(e)) from None
     if key is None and "mask" not in schema_names:
@@ -162,21 +162,19 @@ def load_truth(ds: str | Path, split: str = "test", key: str | Path | None = Non
     return Truth(ids, vocoder, masks, source)
 
 
-def _first_shard(ds: str | Path, split: str) -> Path:
-    from annotate.dataset import shard_paths
+def _split_columns(ds: str | Path, split: str) -> list[str]:
+    """Column names of the split's shards (from the first footer)."""
+    from annotate.dataset import open_dataset
 
-    paths = shard_paths(ds, split)
-    if not paths:
-        raise FileNotFoundError(f"no shards for split {split!r} in {Path(ds) / 'data'} (run `annotate build` first)")
-    return paths[0]
+    return open_dataset(ds).schema(split).names
 
 
 def iter_split(ds: str | Path, split: str, columns: list[str], arrays: tuple[str, ...] = ()) -> Iterator[dict]:
     """Rows of a split as dicts, ``arrays`` columns decoded to 2-D numpy arrays (batch-wise, bounded memory)."""
-    from annotate.dataset import shard_paths
+    from annotate.dataset import open_dataset
 
-    for path in shard_paths(ds, split):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=64, columns=columns):
+    for table in open_dataset(ds).iter_batches(split, columns):  # one row group at a time
+        for batch in table.to_batches(max_chunksize=64):
             cols = {}
             for name in columns:
                 col = batch.column(name)
@@ -287,7 +285,7 @@ def faithfulness_values(
 
     from .faithfulness import detector_probs, masked_in, scores_from_probs
 
-    if "real_audio" not in pq.ParquetFile(_first_shard(ds, split)).schema_arrow.names:
+    if "real_audio" not in _split_columns(ds, split):
         raise ScoreError(f"split {split!r} of {ds} withholds its real audio, which the faithfulness metrics need: "
                          "score with --detector against the full (private) dataset instead")
     index = {i: k for k, i in enumerate(truth.ids)}
@@ -351,7 +349,7 @@ def build_result(
         "name": name,
         "kind": kind,
         "method": metadata or {},
-        "dataset": str(Path(ds).resolve()),
+        "dataset": dataset_name(ds),
         "dataset_version": _dataset_version(ds),
         "split": split,
         "truth": truth.source,

@@ -27,9 +27,8 @@ from typing import Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from annotate.dataset import build_config, read_table, shard_paths
+from annotate.dataset import build_config, dataset_name, open_dataset, read_table, shard_paths
 
 from .score import ScoreError
 from .stats import BootstrapConfig, summarise
@@ -91,8 +90,8 @@ class TemporalError(ScoreError):
 
 
 def has_frame_labels(ds: str | Path, split: str) -> bool:
-    paths = shard_paths(ds, split)
-    return bool(paths) and "frame_labels" in pq.ParquetFile(paths[0]).schema_arrow.names
+    d = open_dataset(ds)
+    return bool(d.files(split)) and "frame_labels" in d.schema(split).names
 
 
 def load_temporal_truth(ds: str | Path, split: str = "test") -> TemporalTruth:
@@ -108,7 +107,10 @@ def load_temporal_truth(ds: str | Path, split: str = "test") -> TemporalTruth:
     labels = {}
     for i, fl in zip(ids, _decode_1d(table.column("frame_labels"))):
         labels[i] = np.asarray(fl) > 0
-    stft = (build_config(ds).get("stft") or {}) if (Path(ds) / "build.json").exists() else {}
+    try:
+        stft = build_config(ds).get("stft") or {}
+    except FileNotFoundError:
+        stft = {}
     num_samples = dict(zip(ids, table.column("num_samples").to_pylist()))
     return TemporalTruth(ids, vocoder, labels, num_samples, int(stft.get("hop_length", 128)), int(stft.get("sample_rate", 16000)))
 
@@ -322,7 +324,7 @@ def temporal_result(name: str, kind: str, values: dict[str, np.ndarray], maps: d
                                  truth.sample_rate, boot))
     return {
         "format": RESULT_FORMAT, "track": TRACK, "name": name, "kind": kind, "method": metadata or {},
-        "dataset": str(Path(ds).resolve()), "dataset_version": _dataset_version(ds), "split": split, "truth": truth.source,
+        "dataset": dataset_name(ds), "dataset_version": _dataset_version(ds), "split": split, "truth": truth.source,
         "n_utterances": len(truth.ids), "metrics": TEMPORAL_METRICS, "units": "percent", "ranking_metric": RANKING_METRIC,
         "lower_is_better": sorted(LOWER_IS_BETTER), "overall": overall, "per_vocoder": per_vocoder,
         "bootstrap": {**boot.to_dict(), "pooled_resamples": min(boot.resamples, POOLED_RESAMPLES)}, "policies": POLICIES,

@@ -6,7 +6,9 @@ Writes a synthetic dataset (random 5%-density masks, no audio) and a uniform-ran
 submission, then times, in one run on the same files: (1) reading every heatmap into numpy,
 (2) reading + the per-utterance reference metrics (``score.utterance_scores`` one by one, the
 pre-vectorisation path), (3) the full validate + vectorised score + bootstrap pipeline (no
-detector), in one process and with ``--workers`` processes.
+detector), in one process and with ``--workers`` processes, and (4) the full score (truth masks read
+too) with the dataset read from a ``memory://`` copy vs the local folder, best of ``--rounds`` alternating
+rounds: the ratio local/memory time is the speed of the fsspec path relative to local (target >= 0.8).
 """
 from __future__ import annotations
 
@@ -26,6 +28,7 @@ def main() -> None:
     ap.add_argument("--reuse", action="store_true", help="reuse files already in --workdir")
     ap.add_argument("--workdir", help="where to write the files (default: a temporary folder)")
     ap.add_argument("--no-reference", action="store_true", help="skip timing the per-utterance reference metrics")
+    ap.add_argument("--rounds", type=int, default=2, help="alternating local / memory:// rounds (best of each)")
     a = ap.parse_args()
 
     from benchmark.score import load_truth, score_submission, utterance_scores
@@ -82,6 +85,24 @@ def main() -> None:
     print(f"full score: {score_s:7.2f} s  {n / score_s:9.0f} utterances/s  ({score_s / read_s:.1f}x the read time), 1 process")
     print(f"full score: {score_w:7.2f} s  {n / score_w:9.0f} utterances/s  ({score_w / read_s:.1f}x the read time), "
           f"{a.workers} worker processes (identical results)")
+    import fsspec
+
+    from benchmark.stats import BootstrapConfig
+
+    mem = "memory://vocmask-perf-ds"
+    fsspec.filesystem("memory").put(str(ds), "/vocmask-perf-ds", recursive=True)
+    boot = BootstrapConfig(resamples=0, seed=0)
+    best = {"local": float("inf"), "memory": float("inf")}
+    outs = {}
+    for _ in range(a.rounds):
+        for name, loc in (("local", ds), ("memory", mem)):
+            t0 = time.perf_counter()
+            outs[name] = score_submission(sub, loc, "test", boot=boot)  # truth masks read from the dataset too
+            best[name] = min(best[name], time.perf_counter() - t0)
+    assert outs["memory"]["overall"] == outs["local"]["overall"], "memory:// changed the results"
+    print(f"score, dataset local   : {best['local']:7.2f} s  {n / best['local']:9.0f} utterances/s (truth read + score, no bootstrap)")
+    print(f"score, dataset memory://: {best['memory']:7.2f} s  {n / best['memory']:9.0f} utterances/s  "
+          f"speed {best['local'] / best['memory']:.2f} of local (target >= 0.8; identical results)")
     o = result["overall"]
     print("calibration (uniform random vs random 5% masks): " + ", ".join(f"{m} {o[m]['mean']:.2f}" for m in ("GDice", "F1", "IoU", "FBound", "SSIM", "AUC")))
     print(f"files under {work}")

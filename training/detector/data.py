@@ -10,10 +10,9 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from annotate.audio import decode_bytes
-from annotate.dataset import shard_paths
+from annotate.dataset import Dataset, open_dataset, shard_paths
 
 AUDIO_COLUMN = {0: "real_audio", 1: "spoof_audio"}
 REAL_VOCODER = "bonafide"
@@ -41,14 +40,15 @@ class Item:
 def index_split(ds: str | Path, split: str, *, dedupe_real: bool = True) -> list[Item]:
     """Items of one split. With ``dedupe_real`` each real utterance (utt_id, augment copy) appears once
     (its first row's aligned real), so bona fide : spoof = 1 : V for V vocoders."""
-    paths = shard_paths(ds, split)
+    d = open_dataset(ds)
+    paths = d.files(split)
     if not paths:
-        raise FileNotFoundError(f"no {split!r} shards in {Path(ds) / 'data'}: is {ds} a dataset built by `annotate build`?")
-    if "frame_labels" in pq.ParquetFile(paths[0]).schema_arrow.names:
-        return _index_partial(paths)
+        raise FileNotFoundError(f"no {split!r} shards in {ds}: is {ds} a dataset built by `annotate build`?")
+    if "frame_labels" in d.schema(split).names:
+        return _index_partial(d, paths)
     items, seen = [], set()
     for si, path in enumerate(paths):
-        f = pq.ParquetFile(path)
+        f = d.parquet(path)
         for g in range(f.num_row_groups):
             t = f.read_row_group(g, columns=["id", "utt_id", "vocoder", "augment_copy"]).to_pydict()
             for r, (rid, utt, voc, copy) in enumerate(zip(t["id"], t["utt_id"], t["vocoder"], t["augment_copy"])):
@@ -60,12 +60,12 @@ def index_split(ds: str | Path, split: str, *, dedupe_real: bool = True) -> list
     return items
 
 
-def _index_partial(paths: Sequence[Path]) -> list[Item]:
+def _index_partial(d: Dataset, paths: Sequence[str]) -> list[Item]:
     """Items of a partially spoofed dataset (``annotate partial``): each row's ``spoof_audio`` once, labelled
     spoof when any of its frames is (bona fide rows: the real alone, label 0)."""
     items = []
     for si, path in enumerate(paths):
-        f = pq.ParquetFile(path)
+        f = d.parquet(path)
         for g in range(f.num_row_groups):
             t = f.read_row_group(g, columns=["id", "utt_id", "vocoder", "frame_labels"]).to_pydict()
             for r, (rid, utt, voc, fl) in enumerate(zip(t["id"], t["utt_id"], t["vocoder"], t["frame_labels"])):
@@ -78,8 +78,8 @@ class AudioStore:
     """Reads one audio cell on demand (one row group's column at a time, LRU-cached)."""
 
     def __init__(self, ds: str | Path, split: str, cache_groups: int = 64):
-        self.paths = shard_paths(ds, split)
-        self._files: dict[int, pq.ParquetFile] = {}
+        self.dataset = open_dataset(ds)
+        self.paths = self.dataset.files(split)
         self._cache: OrderedDict = OrderedDict()
         self.cache_groups = cache_groups
 
@@ -88,9 +88,7 @@ class AudioStore:
         if key in self._cache:
             self._cache.move_to_end(key)
             return self._cache[key]
-        if shard not in self._files:
-            self._files[shard] = pq.ParquetFile(self.paths[shard])
-        cells = self._files[shard].read_row_group(group, columns=[column]).column(column).to_pylist()
+        cells = self.dataset.parquet(self.paths[shard]).read_row_group(group, columns=[column]).column(column).to_pylist()
         self._cache[key] = cells
         if len(self._cache) > self.cache_groups:
             self._cache.popitem(last=False)
@@ -118,7 +116,7 @@ class MultiStore:
         ds = item.dataset or self.default
         if ds not in self._stores:
             if not shard_paths(ds, self.split):
-                raise FileNotFoundError(f"item {item.id}: no {self.split!r} shards in {Path(ds) / 'data'}")
+                raise FileNotFoundError(f"item {item.id}: no {self.split!r} shards in {ds}")
             self._stores[ds] = AudioStore(ds, self.split)
         return self._stores[ds].wave(item)
 

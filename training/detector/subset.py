@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from annotate.dataset import shard_paths, splits
+from annotate.dataset import open_shard, shard_paths, splits
 
 DETECTOR_COLUMNS = ("id", "utt_id", "vocoder", "augment_copy", "real_audio", "spoof_audio", "frame_labels")
 SUBSET_FILE = "subset.json"
@@ -29,15 +29,15 @@ def vocoder_subset(ds: str | Path, out: str | Path, vocoders: Sequence[str], *, 
         raise FileNotFoundError(f"no {'/'.join(wanted) or 'dataset'} shards in {ds / 'data'}")
     present = set()
     for p in paths:
-        present |= set(pq.read_table(p, columns=["vocoder"]).column("vocoder").unique().to_pylist())
+        present |= set(open_shard(p).read(columns=["vocoder"]).column("vocoder").unique().to_pylist())
     unknown = sorted(set(vocoders) - present)
     if unknown:
         raise ValueError(f"{ds}: no rows of vocoder(s) {unknown}; it has {sorted(present)}")
     (out / "data").mkdir(parents=True, exist_ok=True)
     counts: dict[str, int] = {}
     for p in paths:
-        names = pq.ParquetFile(p).schema_arrow.names
-        t = pq.read_table(p, columns=[c for c in DETECTOR_COLUMNS if c in names])
+        names = open_shard(p).schema_arrow.names
+        t = open_shard(p).read(columns=[c for c in DETECTOR_COLUMNS if c in names])
         t = t.filter(pc.is_in(t.column("vocoder"), value_set=pa.array(list(vocoders)))).replace_schema_metadata(None)
         if t.num_rows:
             pq.write_table(t, out / "data" / p.name, row_group_size=row_group_size)
