@@ -130,4 +130,4 @@ def test_cli_errors_are_one_line(demo_ds, tmp_path, capsys):
     assert "--checkpoint" in capsys.readouterr().err
     assert main(["--method", "random", "--dataset", str(tmp_path / "nope"), "-o", str(tmp_path / "c.parquet")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "no 'test' shards" in err
+    assert err.count("\n") == 1 and "no shards for split 'test'" in err
