@@ -66,7 +66,7 @@ def check_explain_options(a: argparse.Namespace) -> None:
     from annotate.submission import parse_shard
 
     a.shard = parse_shard(a.shard)
-    if a.shard is not None and a.method in SEGDIFF_METHODS:
+    if a.shard is not None and (a.method in SEGDIFF_METHODS or a.method == UNET_METHOD):
         raise ValueError(f"--shard is not available for --method {a.method} yet; explain the whole split")
     _check_split(a.dataset, a.split)
 
@@ -91,7 +91,7 @@ def _run(a: argparse.Namespace) -> int:
     if a.method == UNET_METHOD:
         from .explain import run_unet
 
-        path = run_unet(a.checkpoint, a.dataset, a.split, a.output, limit=a.limit, progress=not a.no_progress, shard=a.shard)
+        path = run_unet(a.checkpoint, a.dataset, a.split, a.output, limit=a.limit, progress=not a.no_progress)
     elif a.method in SEGDIFF_METHODS:
         from .explain import run_segdiff
 

@@ -334,7 +334,7 @@ def run_segdiff(method: str, checkpoint: str | None, dataset: str, split: str, o
 
 
 def run_unet(checkpoint: str | None, dataset: str, split: str, out: str | Path, *, limit: int | None = None,
-             progress: bool = True, shard: tuple[int, int] | None = None) -> Path:
+             progress: bool = True) -> Path:
     """Supervised U-Net heatmaps (sigmoid probabilities) through ``training.unet.infer.explain_split``."""
     if not checkpoint:
         raise ValueError("--method unet needs --checkpoint CKPT (a `train unet` folder)")
@@ -344,4 +344,4 @@ def run_unet(checkpoint: str | None, dataset: str, split: str, out: str | Path, 
         from training.unet.infer import explain_split
     except ImportError as e:
         raise ImportError(f"--method unet needs training.unet, which is not importable here ({e})") from None
-    return Path(explain_split(checkpoint, dataset, split, out, limit=limit, progress=progress, shard=shard))
+    return Path(explain_split(checkpoint, dataset, split, out, limit=limit, progress=progress))
