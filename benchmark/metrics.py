@@ -63,6 +63,12 @@ def iou(pred: np.ndarray, truth: np.ndarray) -> float:
     return _ratio(tp, np.count_nonzero(pred) + np.count_nonzero(truth) - tp)
 
 
+def heatmap_iou_f1(heatmap: np.ndarray, truth: np.ndarray) -> tuple[float, float]:
+    """(IoU, F1) in percent of a heatmap binarised by :func:`binarise` against a mask: the trainers' validation."""
+    pred = binarise(heatmap)
+    return 100.0 * iou(pred, truth), 100.0 * f1(pred, truth)
+
+
 def gdice_from_counts(tp: int, n_pred: int, n_true: int, n: int) -> float:
     """Two-class generalized Dice (Sudre et al. 2017) from confusion counts, weights 1/volume**2 of the truth."""
     vols = np.array([n_true, n - n_true], dtype=np.float64)  # foreground, background truth volumes

@@ -32,6 +32,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop-frames", type=int, help="training crop length in STFT frames (also the inference crop)")
     p.add_argument("--width", type=int, help="UNet base width")
     p.add_argument("--rrdb-blocks", type=int)
+    p.add_argument("--parameterisation", choices=("eps", "x0", "logit"),
+                   help="what the network predicts: the noise, the clean mask, or the clean mask's logit (BCE + Dice)")
+    p.add_argument("--fg-weight", type=float, help="loss weight of foreground mask bins relative to background")
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--ema-decay", type=float)
@@ -52,16 +55,19 @@ def build_config(a):
     cfg = preset(a.config, a.condition)
     model = replace(cfg.model, width=a.width, rrdb_blocks=a.rrdb_blocks)
     if a.condition == "detector":
-        from .detector_features import detector_spec, load_frozen_detector
+        from .detector_features import conv_geometry, detector_spec, load_frozen_detector
 
         if not a.detector:
             raise SystemExit("error: --condition detector needs --detector CKPT (train one with `train detector`)")
-        layers, dim = detector_spec(load_frozen_detector(a.detector))
-        model = replace(model, detector_layers=layers, detector_dim=dim)
-    train = replace(cfg.train, steps=a.steps, batch_size=a.batch_size, crop_frames=a.crop_frames, lr=a.lr,
+        det = load_frozen_detector(a.detector)
+        layers, dim = detector_spec(det)
+        stride, field = conv_geometry(det)
+        model = replace(model, detector_layers=layers, detector_dim=dim, detector_stride=stride, detector_field=field)
+    diffusion = replace(cfg.diffusion, parameterisation=a.parameterisation)
+    train = replace(cfg.train, steps=a.steps, batch_size=a.batch_size, crop_frames=a.crop_frames, lr=a.lr, fg_weight=a.fg_weight,
                     weight_decay=a.weight_decay, ema_decay=a.ema_decay, seed=a.seed, val_every=a.val_every,
                     val_utterances=a.val_utterances, ckpt_every=a.ckpt_every, max_minutes=a.max_minutes)
-    return replace(cfg, model=model, train=train)
+    return replace(cfg, model=model, diffusion=diffusion, train=train)
 
 
 def run(args) -> int:
@@ -72,7 +78,7 @@ def run(args) -> int:
 
     check_options(args, {**{k: POSITIVE for k in ("steps", "batch_size", "crop_frames", "width", "rrdb_blocks", "val_every",
                                                   "val_utterances", "ckpt_every", "limit", "threads")},
-                         "lr": POSITIVE_FLOAT, "weight_decay": NON_NEGATIVE, "seed": NON_NEGATIVE,
+                         "lr": POSITIVE_FLOAT, "fg_weight": POSITIVE_FLOAT, "weight_decay": NON_NEGATIVE, "seed": NON_NEGATIVE,
                          "ema_decay": between(0.0, 1.0, open_hi=True), "max_minutes": POSITIVE_FLOAT})
     if args.threads is not None:
         torch.set_num_threads(args.threads)

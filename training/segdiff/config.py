@@ -18,6 +18,7 @@ class ModelConfig:
     attention_levels: tuple[int, ...] = (2, 3)
     groups: int = 32
     heads: int = 4
+    mid_attention: bool = True  # self-attention in the bottleneck (costly on a CPU at long crops)
     dropout: float = 0.0
     rrdb_blocks: int = 12
     rrdb_width: int = 64
@@ -27,6 +28,9 @@ class ModelConfig:
     detector_layers: tuple[int, ...] = (0, 4, 9, 14, 19, 23)
     detector_dim: int = 1024
     layer_proj: int = 320
+    detector_stride: int = 320  # samples between the detector's frames (wav2vec2 conv front end)
+    detector_field: int = 400  # samples one detector frame sees
+    hop_length: int = 128  # STFT hop of the dataset grid the layers are placed on
 
     def __post_init__(self):
         if self.condition not in CONDITIONS:
@@ -44,11 +48,24 @@ class ModelConfig:
         return 1 if self.condition == "spec" else len(self.detector_layers)
 
 
+PARAMETERISATIONS = ("eps", "x0", "logit")
+NORMALISATIONS = ("per-utterance", "dataset")
+
+
 @dataclass(frozen=True)
 class DiffusionConfig:
-    """DDPM with T steps and linear betas scaled as in SegDiff: 1e-4*(1000/T) ... 0.02*(1000/T)."""
+    """DDPM with T steps and linear betas scaled as in SegDiff: 1e-4*(1000/T) ... 0.02*(1000/T).
+
+    ``parameterisation``: what the network predicts: the noise (``eps``, SegDiff, MSE), the clean mask (``x0``,
+    MSE) or the clean mask's foreground logit (``logit``: x0 = tanh(logit / 2), trained with the U-Net's
+    BCE + soft Dice, foreground weighted by ``TrainConfig.fg_weight``)."""
 
     timesteps: int = 100
+    parameterisation: str = "eps"
+
+    def __post_init__(self):
+        if self.parameterisation not in PARAMETERISATIONS:
+            raise ValueError(f"parameterisation must be one of {PARAMETERISATIONS}, got {self.parameterisation!r}")
 
     @property
     def beta_start(self) -> float:
@@ -68,6 +85,9 @@ class TrainConfig:
     steps: int = 100_000
     lr: float = 1e-4
     weight_decay: float = 1e-4
+    fg_weight: float = 1.0  # loss weight of foreground mask bins (~5% of a mask) relative to background
+    shuffle_condition: bool = False  # diagnostic: pair each crop's mask with another crop's condition
+    t_max_fraction: float = 0.0  # share of each batch trained at t = T-1, where only the condition can predict the mask
     ema_decay: float = 0.9999
     seed: int = 0
     val_every: int = 5000
@@ -86,7 +106,11 @@ class SegDiffConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     diffusion: DiffusionConfig = field(default_factory=DiffusionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    normalisation: str = "per-utterance"  # spoof log-magnitude standardised by its own mean/std
+    normalisation: str = "per-utterance"  # or "dataset": by the training split's mean/std (see data.py)
+
+    def __post_init__(self):
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation must be one of {NORMALISATIONS}, got {self.normalisation!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -121,36 +145,42 @@ def preset(name: str, condition: str = "spec") -> SegDiffConfig:
             train = TrainConfig(batch_size=48)
         return SegDiffConfig(model=model, train=train)
     if name == "small":
-        # CPU-sized: narrow UNet with one residual block per level, one thin RRDB, short crops, lr 1e-3.
+        # CPU-sized, chosen from the diagnosis on real speech (docs/segdiff.md): a narrow 4-level UNet with
+        # attention only in the 1/8-resolution bottleneck, a 3-conv condition encoder (no RRDB block), 128-frame
+        # crops, the clean mask's logit as the target (BCE + Dice, foreground weight 4), half of each batch at
+        # t = T-1, inputs standardised by the training split's mean/std.
         model = ModelConfig(
             condition=condition,
             width=16,
-            channel_mult=(1, 2, 2),
+            channel_mult=(1, 2, 2, 4),
             num_res_blocks=1,
-            attention_levels=(2,),
+            attention_levels=(),
             groups=8,
             heads=2,
-            rrdb_blocks=1,
+            rrdb_blocks=0,
             rrdb_width=16,
             rrdb_growth=8,
             detector_layers=(0, 1),
             detector_dim=128,
-            layer_proj=32,
+            layer_proj=64,
         )
         train = TrainConfig(
-            crop_frames=32,
+            crop_frames=128,
             batch_size=8,
-            steps=3000,
+            steps=700,
             lr=1e-3,
+            fg_weight=4.0,
+            t_max_fraction=0.5,
             ema_decay=0.995,
-            val_every=300,
-            val_utterances=2,
-            val_samples=4,
-            val_ddim_steps=5,
-            val_max_frames=128,
+            val_every=100,
+            val_utterances=16,
+            val_samples=1,
+            val_ddim_steps=1,
+            val_max_frames=256,
             ckpt_every=100,
         )
-        return SegDiffConfig(model=model, train=train)
+        return SegDiffConfig(model=model, diffusion=DiffusionConfig(parameterisation="logit"), train=train,
+                             normalisation="dataset")
     raise ValueError(f"unknown preset {name!r}: choose 'paper' or 'small'")
 
 

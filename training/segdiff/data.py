@@ -1,7 +1,8 @@
 """Dataset rows -> normalised conditions and {-1,+1} masks, deterministic random time crops.
 
-The spoof log-magnitude is standardised PER UTTERANCE (its own mean and std over the whole
-utterance, before cropping), so heatmaps do not depend on recording gain or on dataset statistics.
+The spoof log-magnitude is standardised either PER UTTERANCE (its own mean and std over the whole
+utterance, before cropping: heatmaps do not depend on recording gain) or by the training split's mean
+and std (:class:`Normaliser`: absolute levels, e.g. a band at the noise floor, stay visible to the model).
 """
 from __future__ import annotations
 
@@ -35,6 +36,26 @@ def normalise_logmag(logmag: np.ndarray) -> np.ndarray:
     """Per-utterance standardisation of a (frames, F) log-magnitude."""
     x = np.asarray(logmag, dtype=np.float32)
     return (x - x.mean()) / (x.std() + 1e-5)
+
+
+@dataclass(frozen=True)
+class Normaliser:
+    """Standardisation of raw spoof log-magnitudes by the training split's mean and std."""
+
+    mean: float
+    std: float
+
+    def __call__(self, logmag: np.ndarray) -> np.ndarray:
+        return (np.asarray(logmag, dtype=np.float32) - np.float32(self.mean)) / np.float32(self.std)
+
+    @classmethod
+    def fit(cls, utts: list[Utterance]) -> "Normaliser":
+        """Mean/std over every bin of ``utts`` (raw log-magnitudes), accumulated in float64."""
+        n = sum(u.logmag.size for u in utts)
+        s = sum(float(u.logmag.sum(dtype=np.float64)) for u in utts)
+        mean = s / n
+        var = sum(float(np.square(u.logmag.astype(np.float64) - mean).sum()) for u in utts) / n
+        return cls(mean, max(float(np.sqrt(var)), 1e-5))
 
 
 def row_to_utterance(row: dict, with_audio: bool, normalise: Callable[[np.ndarray], np.ndarray] | None = normalise_logmag) -> Utterance:

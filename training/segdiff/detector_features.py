@@ -19,6 +19,15 @@ def detector_spec(det) -> tuple[tuple[int, ...], int]:
     return tuple(det.config.segdiff_layers), int(det.config.frontend.embed_dim)
 
 
+def conv_geometry(det) -> tuple[int, int]:
+    """(stride, receptive field) in samples of the detector's conv front end: where its frames sit in time."""
+    stride, field = 1, 1
+    for _, kernel, step in det.config.frontend.conv_layers:
+        field += (kernel - 1) * stride
+        stride *= step
+    return stride, field
+
+
 @torch.no_grad()
 def layer_features(det, audio: torch.Tensor, layers: tuple[int, ...]) -> torch.Tensor:
     """(B, N) waveforms -> (B, L, T', D): the chosen transformer layer outputs, stacked."""

@@ -1,4 +1,7 @@
-"""DDPM / DDIM maths for eps-prediction (plain torch; one schedule object shared by training and sampling).
+"""DDPM / DDIM maths (plain torch; one schedule object shared by training and sampling).
+
+The network predicts either the noise eps (DDPM's parameterisation) or the clean mask x0 directly
+(``DiffusionConfig.parameterisation``); sampling turns either into an x0 estimate and steps from there.
 
 Noise for sampling is drawn through :class:`NoiseSource`, one seeded generator per (crop, sample), so
 a batched sampler and a one-sample-at-a-time loop consume identical noise and give the same masks.
@@ -9,6 +12,7 @@ import numpy as np
 import torch
 
 from .config import DiffusionConfig
+from .losses import bce_dice
 
 
 class Diffusion:
@@ -39,20 +43,38 @@ class Diffusion:
         """x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps."""
         return self._at(np.sqrt(self.alphas_cumprod), t, x0) * x0 + self._at(np.sqrt(1 - self.alphas_cumprod), t, x0) * noise
 
-    def loss(self, model, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator, weight: torch.Tensor | None = None) -> torch.Tensor:
-        """eps-prediction MSE at uniformly drawn t (noise and t from ``gen``); ``weight`` masks padding."""
+    @property
+    def predicts_x0(self) -> bool:
+        return self.cfg.parameterisation in ("x0", "logit")
+
+    def loss(self, model, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator, weight: torch.Tensor | None = None,
+             fg_weight: float = 1.0, t_max_fraction: float = 0.0) -> torch.Tensor:
+        """MSE of the network's target (eps or x0) at uniformly drawn t (noise and t from ``gen``).
+
+        ``weight`` masks padding; ``fg_weight`` multiplies the error on foreground bins (x0 > 0), which
+        are ~5% of a mask and otherwise weigh little in the mean (``logit``: BCE + Dice, ``fg_weight`` = BCE pos_weight).
+        ``t_max_fraction``: that share of the batch is trained at t = T-1 instead of a uniform draw."""
         t = torch.randint(0, self.T, (x0.shape[0],), generator=gen)
+        t[: round(t_max_fraction * x0.shape[0])] = self.T - 1  # pure noise: the condition alone must carry these
         noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
-        err = (model(self.q_sample(x0, t, noise), t, cond) - noise) ** 2
-        if weight is None:
-            return err.mean()
-        w = weight.expand_as(err)
+        out = model(self.q_sample(x0, t, noise), t, cond)
+        if self.cfg.parameterisation == "logit":
+            valid = torch.ones_like(x0[..., :1]) if weight is None else weight
+            return bce_dice(out, (x0 + 1) / 2, valid, pos_weight=fg_weight, dice_weight=1.0)
+        err = (out - (x0 if self.predicts_x0 else noise)) ** 2
+        w = torch.ones_like(err) if weight is None else weight.expand_as(err)
+        if fg_weight != 1.0:
+            w = w * torch.where(x0 > 0, fg_weight, 1.0)
         return (err * w).sum() / w.sum().clamp_min(1.0)
 
-    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """x0 from eps, clipped to the mask range [-1, 1]."""
+    def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """x0 from the network output (eps, or x0 itself), clipped to the mask range [-1, 1]."""
+        if self.cfg.parameterisation == "logit":
+            return torch.tanh(out / 2)
+        if self.predicts_x0:
+            return out.clamp(-1, 1)
         ab = self._at(self.alphas_cumprod, t, x_t)
-        return ((x_t - torch.sqrt(1 - ab) * eps) / torch.sqrt(ab)).clamp(-1, 1)
+        return ((x_t - torch.sqrt(1 - ab) * out) / torch.sqrt(ab)).clamp(-1, 1)
 
     def timesteps(self, ddim_steps: int | None) -> list[int]:
         """Descending timesteps: all T for DDPM, or ``ddim_steps`` evenly spaced ones for DDIM."""
@@ -60,17 +82,18 @@ class Diffusion:
             return list(range(self.T - 1, -1, -1))
         if ddim_steps < 1:
             raise ValueError(f"ddim_steps must be >= 1, got {ddim_steps}")
-        ts = np.unique(np.round(np.linspace(0, self.T - 1, ddim_steps)).astype(int))
+        # evenly spaced from the pure-noise end T-1 (so one step is t = T-1, a prediction from the condition alone)
+        ts = np.unique(np.round(np.linspace(self.T - 1, 0, ddim_steps)).astype(int))
         return [int(v) for v in ts[::-1]]
 
     def needs_noise(self, i: int, steps: list[int], ddim: bool, eta: float) -> bool:
         """Whether reverse step ``i`` of ``steps`` adds fresh noise (never on the last step)."""
         return i < len(steps) - 1 and (not ddim or eta > 0)
 
-    def step(self, x_t, eps, t: int, t_prev: int, noise, ddim: bool, eta: float = 0.0) -> torch.Tensor:
-        """One reverse step x_t -> x_{t_prev}: the DDPM posterior, or DDIM (eta=0 deterministic)."""
+    def step(self, x_t, out, t: int, t_prev: int, noise, ddim: bool, eta: float = 0.0) -> torch.Tensor:
+        """One reverse step x_t -> x_{t_prev} from the network output ``out``: the DDPM posterior, or DDIM (eta=0 deterministic)."""
         tt = torch.full((x_t.shape[0],), t, dtype=torch.long)
-        x0 = self.predict_x0(x_t, tt, eps)
+        x0 = self.predict_x0(x_t, tt, out)
         if t_prev < 0:
             return x0
         if not ddim:

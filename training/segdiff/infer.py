@@ -72,9 +72,9 @@ def _reverse_chains(model: SegDiffUNet, diff: Diffusion, feats: torch.Tensor, no
     steps, ddim = diff.timesteps(ddim_steps), ddim_steps is not None and ddim_steps < diff.T
     x = noise.draw(pairs, shape)
     for i, t in enumerate(steps):
-        eps = model.denoise(x, torch.full((1,), t, dtype=torch.long), feats)
+        pred = model.denoise(x, torch.full((1,), t, dtype=torch.long), feats)
         z = noise.draw(pairs, shape) if diff.needs_noise(i, steps, ddim, eta) else None
-        x = diff.step(x, eps, t, steps[i + 1] if i + 1 < len(steps) else -1, z, ddim, eta)
+        x = diff.step(x, pred, t, steps[i + 1] if i + 1 < len(steps) else -1, z, ddim, eta)
     return x
 
 
@@ -118,9 +118,9 @@ def sample_naive(model: SegDiffUNet, diff: Diffusion, cond, frames: int, noise: 
             x = noise.draw([(c, s)], shape)
             for i, t in enumerate(steps):
                 feats = model.encode_condition(raw(k), frames=frames)
-                eps = model.denoise(x, torch.full((1,), t, dtype=torch.long), feats)
+                pred = model.denoise(x, torch.full((1,), t, dtype=torch.long), feats)
                 z = noise.draw([(c, s)], shape) if diff.needs_noise(i, steps, ddim, eta) else None
-                x = diff.step(x, eps, t, steps[i + 1] if i + 1 < len(steps) else -1, z, ddim, eta)
+                x = diff.step(x, pred, t, steps[i + 1] if i + 1 < len(steps) else -1, z, ddim, eta)
             acc = acc + _to_heat(x)[0, 0]
         out.append(acc / n_samples)
     return torch.stack(out)
@@ -179,6 +179,17 @@ def load_checkpoint(path: str | Path, ema: bool = True) -> tuple[SegDiffUNet, Se
     return model.eval(), cfg, meta
 
 
+def input_normaliser(cfg: SegDiffConfig, meta: dict):
+    """How a checkpoint standardises the spoof log-magnitude: per utterance, or by its training split's mean/std."""
+    from .data import Normaliser, normalise_logmag
+
+    if cfg.normalisation == "dataset":
+        if not meta.get("normalisation"):
+            raise ValueError("this checkpoint uses dataset normalisation but records no mean/std (config.json 'normalisation')")
+        return Normaliser(*meta["normalisation"])
+    return normalise_logmag
+
+
 def make_condition(cfg: SegDiffConfig, meta: dict, detector_path: str | None = None):
     """The condition provider of a checkpoint: spectrogram crops, or the frozen detector's layers."""
     from .data import DetectorCondition, SpecCondition
@@ -202,6 +213,7 @@ def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, 
     from tqdm import tqdm
 
     from annotate.dataset import iter_rows
+    from training.unet.infer import row_count
     from annotate.submission import SubmissionWriter
 
     from .data import row_to_utterance
@@ -210,6 +222,7 @@ def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, 
     model = model.to(memory_format=torch.channels_last)
     diff = Diffusion(cfg.diffusion)
     condition = make_condition(cfg, meta, detector)
+    normalise = input_normaliser(cfg, meta)
     with_audio = cfg.model.condition == "detector"
     cols = ["id", "spoof_logmag"] + (["spoof_audio"] if with_audio else [])
     method = "specsegdiff" if cfg.model.condition == "spec" else "addsegdiff"
@@ -218,12 +231,13 @@ def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, 
         "n_samples": n_samples, "ddim_steps": ddim_steps, "eta": eta, "seed": seed,
         "crop_frames": cfg.train.crop_frames, "hop": hop or max(cfg.train.crop_frames // 2, 1), "normalisation": cfg.normalisation, "step": meta.get("step"),
     }
+    total = row_count(dataset, split)
+    if limit is not None:
+        total = min(total, max(0, int(limit)))
     with SubmissionWriter(out_path, metadata) as w:
         rows = iter_rows(dataset, split, cols)
-        for n, row in enumerate(tqdm(rows, desc=f"{method} {split}", disable=not progress, unit="utt")):
-            if limit is not None and n >= limit:
-                break
-            utt = row_to_utterance(row, with_audio)
+        for _, row in zip(tqdm(range(total), desc=f"{method} {split}", disable=not progress, unit="utt"), rows):
+            utt = row_to_utterance(row, with_audio, normalise)
             heat = explain_utterance(model, diff, utt, condition, cfg.train.crop_frames, n_samples=n_samples,
                                      ddim_steps=ddim_steps, eta=eta, seed=seed, max_batch=max_batch, hop=hop)
             w.write(utt.id, heat)

@@ -118,26 +118,42 @@ class RRDBEncoder(nn.Module):
         return self.out(F.leaky_relu(fea, 0.2))
 
 
-class LayerProjector(nn.Module):
-    """ADDSegDiff: each detector layer (B, T', D) -> 2-layer MLP -> (B, T', P) -> an image resized to the grid."""
+def frame_positions(frames: int, n_features: int, hop: int, stride: int, field: int) -> torch.Tensor:
+    """Fractional detector-frame index under each STFT frame's centre (``j * hop`` samples; centred STFT),
+    detector frame k covering samples [k * stride, k * stride + field): k = (j * hop - field / 2) / stride."""
+    pos = (torch.arange(frames, dtype=torch.float32) * hop - field / 2) / stride
+    return pos.clamp(0, max(n_features - 1, 0))
 
-    def __init__(self, n_layers: int, dim: int, proj: int):
+
+class LayerProjector(nn.Module):
+    """ADDSegDiff: each detector layer (B, T', D) -> LayerNorm -> 2-layer MLP -> (B, T', P) -> an image on the grid.
+
+    Time: each STFT frame reads the detector frame under its centre (linear interpolation between the two
+    nearest; the detector's frames are ``stride`` samples apart with a ``field``-sample receptive field).
+    Frequency: the MLP's P outputs are resized to ``n_freq`` bins."""
+
+    def __init__(self, n_layers: int, dim: int, proj: int, hop: int = 128, stride: int = 320, field: int = 400):
         super().__init__()
+        self.hop, self.stride, self.field = hop, stride, field
         self.mlps = nn.ModuleList(
-            nn.Sequential(nn.Linear(dim, proj), nn.GELU(), nn.Linear(proj, proj)) for _ in range(n_layers)
+            nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, proj), nn.GELU(), nn.Linear(proj, proj)) for _ in range(n_layers)
         )
 
     def forward(self, layers: torch.Tensor, frames: int, n_freq: int) -> torch.Tensor:
-        """``layers`` (B, L, T', D) -> (B, L, frames, n_freq): the MLP's output axis becomes frequency."""
+        """``layers`` (B, L, T', D) -> (B, L, frames, n_freq)."""
         if layers.shape[1] != len(self.mlps):
             raise ValueError(f"expected {len(self.mlps)} detector layers, got {layers.shape[1]}")
-        imgs = [mlp(layers[:, i])[:, None] for i, mlp in enumerate(self.mlps)]  # (B, 1, T', P)
-        img = torch.cat(imgs, 1)
+        img = torch.stack([mlp(layers[:, i]) for i, mlp in enumerate(self.mlps)], 1)  # (B, L, T', P)
+        pos = frame_positions(frames, img.shape[2], self.hop, self.stride, self.field).to(img.device)
+        lo = pos.floor().long()
+        hi = (lo + 1).clamp(max=img.shape[2] - 1)
+        w = (pos - lo)[None, None, :, None]
+        img = img[:, :, lo] * (1 - w) + img[:, :, hi] * w  # (B, L, frames, P)
         return F.interpolate(img, size=(frames, n_freq), mode="bilinear", align_corners=False)
 
 
 class SegDiffUNet(nn.Module):
-    """eps-predicting UNet on the noisy mask x_t, conditioned by an additive RRDB feature map."""
+    """UNet on the noisy mask x_t (predicting eps or x0), conditioned by an additive RRDB feature map."""
 
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -145,7 +161,8 @@ class SegDiffUNet(nn.Module):
         w, g, temb = cfg.width, cfg.groups, cfg.width * 4
         self.time_mlp = nn.Sequential(nn.Linear(w, temb), nn.SiLU(), nn.Linear(temb, temb))
         self.projector = (
-            LayerProjector(len(cfg.detector_layers), cfg.detector_dim, cfg.layer_proj) if cfg.condition == "detector" else None
+            LayerProjector(len(cfg.detector_layers), cfg.detector_dim, cfg.layer_proj, cfg.hop_length, cfg.detector_stride,
+                           cfg.detector_field) if cfg.condition == "detector" else None
         )
         self.encoder = RRDBEncoder(cfg.cond_channels, cfg.rrdb_width, cfg.rrdb_growth, cfg.rrdb_blocks, w)
         self.inp = nn.Conv2d(1, w, 3, padding=1)
@@ -163,7 +180,8 @@ class SegDiffUNet(nn.Module):
             if lvl < len(cfg.channel_mult) - 1:
                 self.down.append(nn.ModuleList([nn.Conv2d(ch, ch, 3, stride=2, padding=1)]))
                 chans.append(ch)
-        self.mid = nn.ModuleList([ResBlock(ch, ch, temb, g, cfg.dropout), AttnBlock(ch, g, cfg.heads), ResBlock(ch, ch, temb, g, cfg.dropout)])
+        mid_attn = [AttnBlock(ch, g, cfg.heads)] if cfg.mid_attention else []
+        self.mid = nn.ModuleList([ResBlock(ch, ch, temb, g, cfg.dropout), *mid_attn, ResBlock(ch, ch, temb, g, cfg.dropout)])
         self.up = nn.ModuleList()
         for lvl, mult in reversed(list(enumerate(cfg.channel_mult))):
             for i in range(cfg.num_res_blocks + 1):
@@ -192,7 +210,7 @@ class SegDiffUNet(nn.Module):
         return self.encoder(pad_to(cond, self.cfg.down_factor))
 
     def denoise(self, x: torch.Tensor, t: torch.Tensor, cond_feats: torch.Tensor) -> torch.Tensor:
-        """Predict eps for ``x`` (B, 1, frames, freq) at steps ``t`` given cached ``cond_feats``.
+        """Predict eps (or x0) for ``x`` (B, 1, frames, freq) at steps ``t`` given cached ``cond_feats``.
 
         ``t`` is (B,) or (1,) (one step shared by the batch: its embedding is computed once and
         broadcast); ``cond_feats`` has batch B or 1 (broadcast over the samples of one crop).

@@ -19,10 +19,9 @@ import torch
 from .config import SegDiffConfig, replace
 from annotate.spectral import DEFAULT_STFT
 
-from .data import CropSampler, SpecCondition, Utterance, load_split
+from .data import CropSampler, Normaliser, SpecCondition, Utterance, load_split
 from .diffusion import Diffusion
 from .infer import CONFIG_FILE, STATE_FILE, explain_utterance
-from .metrics import iou_f1
 from .model import SegDiffUNet
 
 
@@ -43,7 +42,9 @@ def ema_decay(step: int, target: float) -> float:
 @torch.no_grad()
 def evaluate(model: SegDiffUNet, diff: Diffusion, utts, condition, cfg: SegDiffConfig, *, n_samples: int,
              ddim_steps: int | None, seed: int = 0) -> dict:
-    """Mean IoU/F1 (percent) over ``utts`` of the averaged heatmap binarised at its own 95% quantile."""
+    """Mean IoU/F1 (percent, ``benchmark.metrics``) over ``utts`` of the averaged heatmap against the mask."""
+    from benchmark.metrics import heatmap_iou_f1
+
     model.eval()
     ious, f1s, hop_length = [], [], DEFAULT_STFT.hop_length
     n = cfg.train.val_max_frames
@@ -52,7 +53,7 @@ def evaluate(model: SegDiffUNet, diff: Diffusion, utts, condition, cfg: SegDiffC
             u = Utterance(u.id, u.logmag[:n], u.mask[:n], None if u.audio is None else u.audio[: n * hop_length])
         heat = explain_utterance(model, diff, u, condition, cfg.train.crop_frames, n_samples=n_samples,
                                  ddim_steps=ddim_steps, seed=seed, hop=cfg.train.crop_frames)
-        iou, f1 = iou_f1(heat, u.mask)
+        iou, f1 = heatmap_iou_f1(heat, u.mask)
         ious.append(iou)
         f1s.append(f1)
     return {"iou": float(np.mean(ious)), "f1": float(np.mean(f1s)), "n": len(utts)}
@@ -96,6 +97,7 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
     out = Path(out)
     tc = cfg.train
     torch.manual_seed(tc.seed)
+    torch.set_flush_denormal(True)  # tiny EMA/Adam values as denormals slow every later step several-fold
     with_audio = cfg.model.condition == "detector"
     if condition is None:
         if with_audio:
@@ -107,14 +109,24 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
             condition = DetectorCondition(load_frozen_detector(detector), cfg.model.detector_layers)
         else:
             condition = SpecCondition()
+    by_dataset = cfg.normalisation == "dataset"
+    raw = {"normalise": None} if by_dataset else {}
+    from_rows = utts is None
     if utts is None:
-        utts = load_split(dataset, train_split, with_audio=with_audio, limit=train_limit)
+        utts = load_split(dataset, train_split, with_audio=with_audio, limit=train_limit, **raw)
     if dev_utts is None and dev_split:
         try:
-            dev_utts = load_split(dataset, dev_split, with_audio=with_audio, limit=tc.val_utterances)
+            dev_utts = load_split(dataset, dev_split, with_audio=with_audio, limit=tc.val_utterances, **raw)
         except (FileNotFoundError, ValueError) as e:
             log(f"no validation: {e}")
     _check_same(out, cfg)
+    norm = None
+    if by_dataset:  # fitted once on the training rows, kept in the checkpoint, applied at inference
+        saved = json.loads((out / CONFIG_FILE).read_text()).get("normalisation") if (out / CONFIG_FILE).exists() else None
+        norm = Normaliser(*saved) if saved else Normaliser.fit(utts) if from_rows else None
+        if norm is not None and from_rows:
+            utts = [Utterance(u.id, norm(u.logmag).astype(np.float16), u.mask, u.audio) for u in utts]
+            dev_utts = [Utterance(u.id, norm(u.logmag).astype(np.float16), u.mask, u.audio) for u in dev_utts or []]
     out.mkdir(parents=True, exist_ok=True)
 
     model = SegDiffUNet(cfg.model).to(memory_format=torch.channels_last)
@@ -137,6 +149,8 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
     meta = {"dataset": str(dataset), "detector": str(detector) if detector else None, "train_split": train_split,
             "train_rows": len(utts), "method": "specsegdiff" if cfg.model.condition == "spec" else "addsegdiff",
             "cpu_seconds": prev.get("cpu_seconds", 0.0) if step else 0.0}
+    if norm is not None:
+        meta["normalisation"] = [norm.mean, norm.std]
     diff = Diffusion(cfg.diffusion)
     sampler = CropSampler(utts, tc.crop_frames, tc.batch_size, tc.seed, condition)
     hist_path = out / "metrics.jsonl"
@@ -146,7 +160,9 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
     while step < tc.steps:
         model.train()
         cond, x0, valid = sampler.batch(step)
-        loss = diff.loss(model, x0, cond, gen, valid)
+        if tc.shuffle_condition:  # a derangement: no crop keeps its own condition
+            cond = cond.roll(1, 0)
+        loss = diff.loss(model, x0, cond, gen, valid, fg_weight=tc.fg_weight, t_max_fraction=tc.t_max_fraction)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from training.segdiff.data import Utterance
+from training.segdiff.data import Normaliser, Utterance
 from training.segdiff.infer import Stitcher, crop_starts
 
 from .config import UNetConfig
@@ -20,26 +20,6 @@ from .model import UNet
 
 CONFIG_FILE, STATE_FILE = "config.json", "last.pt"
 METHOD = "unet"
-
-
-@dataclass(frozen=True)
-class Normaliser:
-    """Standardisation of raw spoof log-magnitudes by the training split's mean and std."""
-
-    mean: float
-    std: float
-
-    def __call__(self, logmag: np.ndarray) -> np.ndarray:
-        return (np.asarray(logmag, dtype=np.float32) - np.float32(self.mean)) / np.float32(self.std)
-
-    @classmethod
-    def fit(cls, utts: list[Utterance]) -> "Normaliser":
-        """Mean/std over every bin of ``utts`` (raw log-magnitudes), accumulated in float64."""
-        n = sum(u.logmag.size for u in utts)
-        s = sum(float(u.logmag.sum(dtype=np.float64)) for u in utts)
-        mean = s / n
-        var = sum(float(np.square(u.logmag.astype(np.float64) - mean).sum()) for u in utts) / n
-        return cls(mean, max(float(np.sqrt(var)), 1e-5))
 
 
 @torch.inference_mode()

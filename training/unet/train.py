@@ -14,38 +14,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from training.segdiff.data import CropSampler, SpecCondition, Utterance, load_split
+
+from training.segdiff.losses import bce_dice as loss_fn
 
 from .config import UNetConfig, replace
 from .infer import CONFIG_FILE, METHOD, STATE_FILE, Normaliser, heatmap
 from .model import UNet
 
 
-def loss_fn(logits: torch.Tensor, target: torch.Tensor, valid: torch.Tensor, pos_weight: float, dice_weight: float) -> torch.Tensor:
-    """Mean BCE over valid bins (foreground weighted ``pos_weight``) + ``dice_weight`` x soft Dice loss over the batch.
-
-    ``valid`` (B, 1, L, 1) is 0 on the padding past an utterance's end."""
-    w = valid.expand_as(logits)
-    bce = F.binary_cross_entropy_with_logits(logits, target, weight=w, pos_weight=torch.tensor(pos_weight), reduction="sum")
-    bce = bce / w.sum().clamp_min(1.0)
-    p = torch.sigmoid(logits) * w
-    dice = 1.0 - (2.0 * (p * target).sum() + 1.0) / (p.sum() + (target * w).sum() + 1.0)
-    return bce + dice_weight * dice
 
 
 @torch.no_grad()
 def evaluate(model: UNet, utts: list[Utterance], max_frames: int) -> dict:
     """Mean IoU / F1 (percent, ``benchmark.metrics``) of each utterance's whole heatmap against its mask."""
-    from benchmark.metrics import binarise, f1, iou
+    from benchmark.metrics import heatmap_iou_f1
 
     model.eval()
-    ious, f1s = [], []
-    for u in utts:
-        pred = binarise(heatmap(model, u.logmag, max_frames))
-        ious.append(100.0 * iou(pred, u.mask))
-        f1s.append(100.0 * f1(pred, u.mask))
+    ious, f1s = zip(*(heatmap_iou_f1(heatmap(model, u.logmag, max_frames), u.mask) for u in utts))
     return {"iou": float(np.mean(ious)), "f1": float(np.mean(f1s)), "n": len(utts)}
 
 
