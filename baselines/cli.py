@@ -15,6 +15,8 @@ from pathlib import Path
 
 from annotate.console import quiet_broken_pipe
 
+from training.segdiff.config import EXPLAIN_DDIM_STEPS, EXPLAIN_SAMPLES
+
 from .explain import METHODS, SEGDIFF_METHODS, UNET_METHOD
 
 
@@ -38,7 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="gradcam: write 1-D maps (one value per STFT frame) of the last temporal layer, for the temporal track")
     g = p.add_argument_group("SHAP")
     g.add_argument("--n-references", type=int, default=20, help="DeepSHAP bona fide references (default 20)")
-    g.add_argument("--n-samples", type=int, default=None, help="GradientSHAP samples (default 20); SegDiff samples (default 32)")
+    g.add_argument("--n-samples", type=int, default=None, help=f"GradientSHAP samples (default 20); SegDiff samples (default {EXPLAIN_SAMPLES}, "
+                   "from the cost-quality frontier, docs/segdiff.md)")
     g.add_argument("--chunk", type=int, default=5, help="references/samples per captum call (memory bound; default 5)")
     g.add_argument("--no-extend-rescale", action="store_true", help="DeepSHAP: only captum's own Rescale module types")
     g = p.add_argument_group("AttnLRP")
@@ -47,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gamma-conv2d", type=float, default=0.1)
     g.add_argument("--gamma-linear", type=float, default=0.0, help="0 = ε-rule on linear layers")
     g = p.add_argument_group("SegDiff")
-    g.add_argument("--ddim-steps", type=int, default=None, help="DDIM with this many steps (default: full DDPM)")
+    g.add_argument("--ddim-steps", type=int, default=EXPLAIN_DDIM_STEPS,
+                   help=f"DDIM steps from t = T-1 (default {EXPLAIN_DDIM_STEPS}, from the cost-quality frontier, docs/segdiff.md; "
+                   "0 = every diffusion step, ancestral DDPM; the paper preset was trained for 32 samples x DDPM)")
     g.add_argument("--max-batch", type=int, default=None,
                    help="chains denoised together (default 8, cache-sized for a CPU; raise it on a GPU)")
     g.add_argument("--hop", type=int, default=None, help="crop hop in frames (default: half the training crop)")
@@ -61,7 +66,7 @@ def check_explain_options(a: argparse.Namespace) -> None:
     check_options(a, {"limit": POSITIVE, "seed": NON_NEGATIVE, "batch_rows": POSITIVE, "threads": POSITIVE,
                       "n_references": POSITIVE, "n_samples": POSITIVE, "chunk": POSITIVE, "eps": POSITIVE_FLOAT,
                       "gamma_conv1d": NON_NEGATIVE, "gamma_conv2d": NON_NEGATIVE, "gamma_linear": NON_NEGATIVE,
-                      "ddim_steps": POSITIVE, "max_batch": POSITIVE, "hop": POSITIVE})
+                      "ddim_steps": NON_NEGATIVE, "max_batch": POSITIVE, "hop": POSITIVE})
     check_options(a, {"eps": FINITE, "gamma_conv1d": FINITE, "gamma_conv2d": FINITE, "gamma_linear": FINITE})
     from annotate.submission import parse_shard
 
@@ -96,7 +101,7 @@ def _run(a: argparse.Namespace) -> int:
         from .explain import run_segdiff
 
         path = run_segdiff(a.method, a.checkpoint, a.dataset, a.split, a.output, seed=a.seed, limit=a.limit,
-                           n_samples=32 if a.n_samples is None else a.n_samples, ddim_steps=a.ddim_steps, detector=a.detector, progress=not a.no_progress,
+                           n_samples=EXPLAIN_SAMPLES if a.n_samples is None else a.n_samples, ddim_steps=a.ddim_steps or None, detector=a.detector, progress=not a.no_progress,
                            max_batch=a.max_batch, hop=a.hop)
     else:
         from .attnlrp import LRPConfig

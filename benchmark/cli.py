@@ -11,6 +11,8 @@ from pathlib import Path
 
 from annotate.console import OptionError, quiet_broken_pipe
 
+from training.segdiff.config import EXPLAIN_DDIM_STEPS, EXPLAIN_SAMPLES
+
 from .stats import BootstrapConfig
 from .submission import SubmissionError
 
@@ -67,8 +69,10 @@ def _parser() -> argparse.ArgumentParser:
                         "addsegdiff unet); the chance rows are always computed")
     r.add_argument("--limit", type=int, help="explain and score only the split's first N rows")
     r.add_argument("--out", default="results", help="folder for result JSONs, submissions/ and table.txt (default results/)")
-    r.add_argument("--segdiff-samples", type=int, default=32, help="SegDiff samples per utterance (default 32)")
-    r.add_argument("--ddim-steps", type=int, help="SegDiff DDIM steps (default: all diffusion steps)")
+    r.add_argument("--segdiff-samples", type=int, default=EXPLAIN_SAMPLES,
+                   help=f"SegDiff samples per utterance (default {EXPLAIN_SAMPLES}: explain's default, docs/segdiff.md)")
+    r.add_argument("--ddim-steps", type=int, default=EXPLAIN_DDIM_STEPS,
+                   help=f"SegDiff DDIM steps (default {EXPLAIN_DDIM_STEPS}; 0 = every diffusion step)")
     r.add_argument("--force", action="store_true", help="recompute methods whose result exists")
     r.add_argument("--threads", type=int, help="torch CPU threads")
     r.add_argument("--no-progress", action="store_true")
@@ -104,7 +108,7 @@ def check_benchmark_options(a) -> None:
     from annotate.console import NON_NEGATIVE, POSITIVE, OptionError, check_options
 
     check_options(a, {"workers": POSITIVE, "limit": POSITIVE, "seed": NON_NEGATIVE, "segdiff_samples": POSITIVE,
-                      "ddim_steps": POSITIVE, "threads": POSITIVE, "max_files": POSITIVE})
+                      "ddim_steps": NON_NEGATIVE, "threads": POSITIVE, "max_files": POSITIVE})
     b = getattr(a, "bootstrap", None)
     if b is not None and b != 0 and b < MIN_BOOTSTRAP:
         raise OptionError(f"--bootstrap {b}: use at least {MIN_BOOTSTRAP} resamples for a 95% CI, or 0 for none")
@@ -207,7 +211,7 @@ def _run(a) -> int:
     cfg = RunConfig(
         dataset=a.dataset, out=a.out, split=a.split, detector=a.detector, segdiff=tuple(a.segdiff), unet=tuple(a.unet), methods=methods,
         limit=a.limit, seed=a.seed, boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed),
-        segdiff_samples=a.segdiff_samples, ddim_steps=a.ddim_steps, force=a.force, progress=not a.no_progress,
+        segdiff_samples=a.segdiff_samples, ddim_steps=a.ddim_steps or None, force=a.force, progress=not a.no_progress,
     )
     try:
         results, notes = run_benchmark(cfg, log=lambda m: print(f"benchmark: {m}", file=sys.stderr))

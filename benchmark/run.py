@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from training.segdiff.config import EXPLAIN_DDIM_STEPS, EXPLAIN_SAMPLES
+
 from .chance import chance_name
 from .score import ScoreError, Truth, load_truth, write_result
 from .stats import BootstrapConfig
@@ -49,8 +51,8 @@ class RunConfig:
     limit: int | None = None  # explain and score only the split's first N rows
     seed: int = 0
     boot: BootstrapConfig = field(default_factory=BootstrapConfig)
-    segdiff_samples: int = 32
-    ddim_steps: int | None = None
+    segdiff_samples: int = EXPLAIN_SAMPLES
+    ddim_steps: int | None = EXPLAIN_DDIM_STEPS  # None = every diffusion step (DDPM)
     force: bool = False
     progress: bool = True
 

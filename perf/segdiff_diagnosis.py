@@ -65,6 +65,8 @@ VARIANTS: dict[str, tuple] = {  # (model, diffusion, train[, SegDiffConfig]) cha
     "x0_crop128": (FAST, dict(parameterisation="x0"), dict(crop_frames=128)),
     "x0_lean128": (LEAN, dict(parameterisation="x0"), dict(crop_frames=128)),
     "logit": (FAST, dict(parameterisation="logit"), dict(crop_frames=64, fg_weight=4.0)),
+    # the network as a plain regressor: every example at t = T-1 (x_t pure noise), BCE + Dice
+    "logit_tmax1": (FAST, dict(parameterisation="logit"), dict(crop_frames=64, fg_weight=4.0, t_max_fraction=1.0)),
     "logit_dsnorm": (FAST, dict(parameterisation="logit"), dict(crop_frames=64, fg_weight=4.0), dict(normalisation="dataset")),
     "logit_lean128": (LEAN, dict(parameterisation="logit"), dict(crop_frames=128, fg_weight=4.0)),
     "x0_fg4_crop128": (FAST, dict(parameterisation="x0"), dict(crop_frames=128, fg_weight=4.0)),

@@ -35,6 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--parameterisation", choices=("eps", "x0", "logit"),
                    help="what the network predicts: the noise, the clean mask, or the clean mask's logit (BCE + Dice)")
     p.add_argument("--fg-weight", type=float, help="loss weight of foreground mask bins relative to background")
+    p.add_argument("--t-max-fraction", type=float, help="share of each batch trained at t = T-1 (from the condition alone)")
     p.add_argument("--lr", type=float)
     p.add_argument("--weight-decay", type=float)
     p.add_argument("--ema-decay", type=float)
@@ -65,6 +66,7 @@ def build_config(a):
         model = replace(model, detector_layers=layers, detector_dim=dim, detector_stride=stride, detector_field=field)
     diffusion = replace(cfg.diffusion, parameterisation=a.parameterisation)
     train = replace(cfg.train, steps=a.steps, batch_size=a.batch_size, crop_frames=a.crop_frames, lr=a.lr, fg_weight=a.fg_weight,
+                    t_max_fraction=a.t_max_fraction,
                     weight_decay=a.weight_decay, ema_decay=a.ema_decay, seed=a.seed, val_every=a.val_every,
                     val_utterances=a.val_utterances, ckpt_every=a.ckpt_every, max_minutes=a.max_minutes)
     return replace(cfg, model=model, diffusion=diffusion, train=train)
@@ -78,7 +80,7 @@ def run(args) -> int:
 
     check_options(args, {**{k: POSITIVE for k in ("steps", "batch_size", "crop_frames", "width", "rrdb_blocks", "val_every",
                                                   "val_utterances", "ckpt_every", "limit", "threads")},
-                         "lr": POSITIVE_FLOAT, "fg_weight": POSITIVE_FLOAT, "weight_decay": NON_NEGATIVE, "seed": NON_NEGATIVE,
+                         "lr": POSITIVE_FLOAT, "fg_weight": POSITIVE_FLOAT, "t_max_fraction": between(0.0, 1.0), "weight_decay": NON_NEGATIVE, "seed": NON_NEGATIVE,
                          "ema_decay": between(0.0, 1.0, open_hi=True), "max_minutes": POSITIVE_FLOAT})
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -5,6 +5,10 @@ import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 
 CONDITIONS = ("spec", "detector")
+# explain's sampling defaults: the cheapest setting within 1 IoU point of the best on held-out rows
+# (perf/explainers.py on the development corpus's dev speaker; docs/segdiff.md). 0 DDIM steps = full DDPM.
+EXPLAIN_SAMPLES = 1
+EXPLAIN_DDIM_STEPS = 1
 
 
 @dataclass(frozen=True)
