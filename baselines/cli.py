@@ -71,8 +71,6 @@ def check_explain_options(a: argparse.Namespace) -> None:
     from annotate.submission import parse_shard
 
     a.shard = parse_shard(a.shard)
-    if a.shard is not None and (a.method in SEGDIFF_METHODS or a.method == UNET_METHOD):
-        raise ValueError(f"--shard is not available for --method {a.method} yet; explain the whole split")
     _check_split(a.dataset, a.split)
 
 
@@ -96,13 +94,13 @@ def _run(a: argparse.Namespace) -> int:
     if a.method == UNET_METHOD:
         from .explain import run_unet
 
-        path = run_unet(a.checkpoint, a.dataset, a.split, a.output, limit=a.limit, progress=not a.no_progress)
+        path = run_unet(a.checkpoint, a.dataset, a.split, a.output, limit=a.limit, progress=not a.no_progress, shard=a.shard)
     elif a.method in SEGDIFF_METHODS:
         from .explain import run_segdiff
 
         path = run_segdiff(a.method, a.checkpoint, a.dataset, a.split, a.output, seed=a.seed, limit=a.limit,
                            n_samples=EXPLAIN_SAMPLES if a.n_samples is None else a.n_samples, ddim_steps=a.ddim_steps or None, detector=a.detector, progress=not a.no_progress,
-                           max_batch=a.max_batch, hop=a.hop)
+                           max_batch=a.max_batch, hop=a.hop, shard=a.shard)
     else:
         from .attnlrp import LRPConfig
         from .explain import ExplainConfig, run

@@ -314,7 +314,8 @@ def run(cfg: ExplainConfig, out: str | Path, *, progress: bool = True, detector=
 
 def run_segdiff(method: str, checkpoint: str | None, dataset: str, split: str, out: str | Path, *, seed: int = 0,
                 limit: int | None = None, n_samples: int = 32, ddim_steps: int | None = None, detector: str | None = None,
-                progress: bool = True, max_batch: int | None = None, hop: int | None = None) -> Path:
+                progress: bool = True, max_batch: int | None = None, hop: int | None = None,
+                shard: tuple[int, int] | None = None) -> Path:
     """SpecSegDiff / ADDSegDiff heatmaps through ``training.segdiff.infer.explain_split``."""
     if not checkpoint:
         raise ValueError(f"--method {method} needs --checkpoint CKPT (a `train segdiff` folder)")
@@ -330,11 +331,11 @@ def run_segdiff(method: str, checkpoint: str | None, dataset: str, split: str, o
     if max_batch is not None:
         kw["max_batch"] = max_batch
     return Path(explain_split(checkpoint, dataset, split, out, n_samples=n_samples, ddim_steps=ddim_steps, seed=seed,
-                              limit=limit, progress=progress, hop=hop, **kw))
+                              limit=limit, progress=progress, hop=hop, shard=shard, **kw))
 
 
 def run_unet(checkpoint: str | None, dataset: str, split: str, out: str | Path, *, limit: int | None = None,
-             progress: bool = True) -> Path:
+             progress: bool = True, shard: tuple[int, int] | None = None) -> Path:
     """Supervised U-Net heatmaps (sigmoid probabilities) through ``training.unet.infer.explain_split``."""
     if not checkpoint:
         raise ValueError("--method unet needs --checkpoint CKPT (a `train unet` folder)")
@@ -344,4 +345,4 @@ def run_unet(checkpoint: str | None, dataset: str, split: str, out: str | Path, 
         from training.unet.infer import explain_split
     except ImportError as e:
         raise ImportError(f"--method unet needs training.unet, which is not importable here ({e})") from None
-    return Path(explain_split(checkpoint, dataset, split, out, limit=limit, progress=progress))
+    return Path(explain_split(checkpoint, dataset, split, out, limit=limit, progress=progress, shard=shard))

@@ -48,6 +48,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dev-split", default="dev", help="split for validation IoU ('' to skip)")
     p.add_argument("--limit", type=int, help="use only the first N training rows")
     p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda if available, else cpu); under torchrun, cuda = each rank's local GPU")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast of the forward pass (GPUs only)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -76,6 +79,8 @@ def run(args) -> int:
     """Execute ``train segdiff`` with parsed ``args``."""
     import torch
 
+    from training.distributed import finish, setup
+
     from .train import train
 
     check_options(args, {**{k: POSITIVE for k in ("steps", "batch_size", "crop_frames", "width", "rrdb_blocks", "val_every",
@@ -86,10 +91,15 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     cfg = build_config(args)
     try:
+        world = setup(args.device, bf16=args.bf16)  # a torchrun job's process group, or one process
         res = train(cfg, args.dataset, args.out, detector=args.detector, train_split=args.train_split,
-                    dev_split=args.dev_split or None, train_limit=args.limit, progress=not args.no_progress)
+                    dev_split=args.dev_split or None, train_limit=args.limit, progress=not args.no_progress,
+                    log=print if world.main else (lambda *_: None), world=world)
     except (ValueError, FileNotFoundError) as e:
         raise SystemExit(f"error: {e}") from None
+    finish(world)
+    if not world.main:
+        return 0
     summary = {"out": args.out, "step": res["step"], "final_loss": sum(res["losses"][-50:]) / max(len(res["losses"][-50:]), 1),
                "val": res["val"][-1] if res["val"] else None, "stopped_early": res["stopped_early"]}
     print(json.dumps(summary, indent=2))

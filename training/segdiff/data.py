@@ -135,19 +135,31 @@ class DetectorCondition:
 
 
 class CropSampler:
-    """Training batches: crop choice is a pure function of (seed, step), so resuming replays exactly."""
+    """Training batches: utterances from seeded per-epoch permutations (``training.distributed.EpochStream``), crop
+    starts from ``default_rng([seed, step])``. The global batch is a pure function of (seed, step), so resuming replays
+    exactly, and N ranks each take their contiguous part of it (disjoint utterances within an epoch)."""
 
     def __init__(self, utts: list[Utterance], crop_frames: int, batch_size: int, seed: int, condition):
+        from training.distributed import EpochStream
+
         if any(u.mask is None for u in utts):
             raise ValueError("training utterances need masks (the split's mask column is withheld?)")
         self.utts, self.length, self.batch_size, self.seed, self.condition = utts, crop_frames, batch_size, seed, condition
+        self.stream = EpochStream(len(utts), seed)
 
-    def batch(self, step: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(condition, x0 mask in {-1,+1} (B,1,L,F), valid-frame weights (B,1,L,1))."""
+    def _draw(self, step: int) -> tuple[np.ndarray, list[int]]:
         rng = np.random.default_rng([self.seed, step])
-        idx = rng.integers(0, len(self.utts), self.batch_size)
-        utts = [self.utts[i] for i in idx]
-        starts = [int(rng.integers(0, max(u.frames - self.length, 0) + 1)) for u in utts]
+        idx = self.stream.take(step * self.batch_size, self.batch_size)
+        return idx, [int(rng.integers(0, max(self.utts[i].frames - self.length, 0) + 1)) for i in idx]
+
+    def ids(self, step: int, part: slice = slice(None)) -> list[str]:
+        """Ids of the utterances at positions ``part`` of step ``step``'s global batch."""
+        return [self.utts[i].id for i in self._draw(step)[0][part]]
+
+    def batch(self, step: int, part: slice = slice(None)) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(condition, x0 mask in {-1,+1} (B,1,L,F), valid-frame weights (B,1,L,1)) of positions ``part`` of the global batch."""
+        idx, starts = self._draw(step)
+        utts, starts = [self.utts[i] for i in idx[part]], starts[part]
         cond = self.condition(utts, starts, self.length)
         masks = np.stack([crop_frames(u.mask, s, self.length, 0) for u, s in zip(utts, starts)]).astype(np.float32)
         valid = np.stack([(np.arange(self.length) < u.frames - s) for u, s in zip(utts, starts)]).astype(np.float32)

@@ -48,24 +48,34 @@ class Diffusion:
         return self.cfg.parameterisation in ("x0", "logit")
 
     def loss(self, model, x0: torch.Tensor, cond: torch.Tensor, gen: torch.Generator, weight: torch.Tensor | None = None,
-             fg_weight: float = 1.0, t_max_fraction: float = 0.0) -> torch.Tensor:
+             fg_weight: float = 1.0, t_max_fraction: float = 0.0, world=None) -> torch.Tensor:
         """MSE of the network's target (eps or x0) at uniformly drawn t (noise and t from ``gen``).
 
         ``weight`` masks padding; ``fg_weight`` multiplies the error on foreground bins (x0 > 0), which
         are ~5% of a mask and otherwise weigh little in the mean (``logit``: BCE + Dice, ``fg_weight`` = BCE pos_weight).
-        ``t_max_fraction``: that share of the batch is trained at t = T-1 instead of a uniform draw."""
-        t = torch.randint(0, self.T, (x0.shape[0],), generator=gen)
-        t[: round(t_max_fraction * x0.shape[0])] = self.T - 1  # pure noise: the condition alone must carry these
-        noise = torch.randn(x0.shape, generator=gen, dtype=x0.dtype)
+        ``t_max_fraction``: that share of the batch is trained at t = T-1 instead of a uniform draw.
+        ``world`` (``training.distributed.World``): ``x0`` is this rank's part of the global batch; t and noise are
+        drawn for the whole batch and sliced, and the MSE rescaled, so N ranks reproduce one process (``logit``'s
+        Dice term is over each rank's part)."""
+        n = x0.shape[0] * (world.size if world else 1)
+        t = torch.randint(0, self.T, (n,), generator=gen)
+        t[: round(t_max_fraction * n)] = self.T - 1  # pure noise: the condition alone must carry these
+        noise = torch.randn((n, *x0.shape[1:]), generator=gen, dtype=x0.dtype)
+        if world is not None:
+            part = world.part(n)
+            t, noise = t[part], noise[part]
+        t, noise = t.to(x0.device), noise.to(x0.device)
         out = model(self.q_sample(x0, t, noise), t, cond)
         if self.cfg.parameterisation == "logit":
             valid = torch.ones_like(x0[..., :1]) if weight is None else weight
-            return bce_dice(out, (x0 + 1) / 2, valid, pos_weight=fg_weight, dice_weight=1.0)
+            loss = bce_dice(out, (x0 + 1) / 2, valid, pos_weight=fg_weight, dice_weight=1.0)
+            return loss if world is None else loss * world.share(valid.sum())
         err = (out - (x0 if self.predicts_x0 else noise)) ** 2
         w = torch.ones_like(err) if weight is None else weight.expand_as(err)
         if fg_weight != 1.0:
             w = w * torch.where(x0 > 0, fg_weight, 1.0)
-        return (err * w).sum() / w.sum().clamp_min(1.0)
+        loss = (err * w).sum() / w.sum().clamp_min(1.0)
+        return loss if world is None else loss * world.share(w.sum())
 
     def predict_x0(self, x_t: torch.Tensor, t: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         """x0 from the network output (eps, or x0 itself), clipped to the mask range [-1, 1]."""

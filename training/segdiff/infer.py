@@ -206,15 +206,14 @@ def make_condition(cfg: SegDiffConfig, meta: dict, detector_path: str | None = N
 
 def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, ddim_steps: int | None = None, seed: int = 0,
                   limit: int | None = None, eta: float = 0.0, max_batch: int = DEFAULT_MAX_BATCH, detector: str | None = None,
-                  hop: int | None = None, progress: bool = True) -> Path:
+                  hop: int | None = None, progress: bool = True, shard: tuple[int, int] | None = None) -> Path:
     """Write a submission (id, heatmap) for every spoof row of ``split``; the heatmap is the mean of
     ``n_samples`` sampled masks in [0, 1] (foreground probability). ``hop``: crop hop in frames
     (default half the training crop; the crop length itself = no overlap, half the cost)."""
     from tqdm import tqdm
 
-    from annotate.dataset import iter_rows
-    from training.unet.infer import row_count
-    from annotate.submission import SubmissionWriter
+    from annotate.dataset import iter_rows, row_count
+    from annotate.submission import SubmissionWriter, shard_metadata, shard_rows
 
     from .data import row_to_utterance
 
@@ -234,9 +233,11 @@ def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, 
     total = row_count(dataset, split)
     if limit is not None:
         total = min(total, max(0, int(limit)))
+    first, last = shard_rows(total, shard)
+    metadata.update(shard_metadata(shard, total))
     with SubmissionWriter(out_path, metadata) as w:
-        rows = iter_rows(dataset, split, cols)
-        for _, row in zip(tqdm(range(total), desc=f"{method} {split}", disable=not progress, unit="utt"), rows):
+        rows = iter_rows(dataset, split, cols, start=first, stop=last)
+        for _, row in zip(tqdm(range(last - first), desc=f"{method} {split}", disable=not progress, unit="utt"), rows):
             utt = row_to_utterance(row, with_audio, normalise)
             heat = explain_utterance(model, diff, utt, condition, cfg.train.crop_frames, n_samples=n_samples,
                                      ddim_steps=ddim_steps, eta=eta, seed=seed, max_batch=max_batch, hop=hop)

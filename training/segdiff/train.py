@@ -18,6 +18,7 @@ import torch
 
 from .config import SegDiffConfig, replace
 from annotate.spectral import DEFAULT_STFT
+from training.distributed import World
 
 from .data import CropSampler, Normaliser, SpecCondition, Utterance, load_split
 from .diffusion import Diffusion
@@ -87,8 +88,9 @@ def _check_same(out: Path, cfg: SegDiffConfig) -> None:
 
 def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector: str | None = None, train_split: str = "train",
           dev_split: str | None = "dev", train_limit: int | None = None, utts=None, dev_utts=None, condition=None,
-          progress: bool = True, log=print) -> dict:
-    """Train (or resume) a SegDiff model; returns {"step", "loss", "val": [...]}.
+          progress: bool = True, log=print, world: World | None = None) -> dict:
+    """Train (or resume) a SegDiff model; returns {"step", "loss", "val": [...]}. Under torchrun (``world``) each rank
+    trains on its part of every global batch; rank 0 validates and writes.
 
     ``utts`` / ``dev_utts`` / ``condition`` may be given directly (tests); otherwise they are read from ``dataset``.
     """
@@ -96,6 +98,8 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
 
     out = Path(out)
     tc = cfg.train
+    world = world or World()
+    part = world.part(tc.batch_size)
     torch.manual_seed(tc.seed)
     torch.set_flush_denormal(True)  # tiny EMA/Adam values as denormals slow every later step several-fold
     with_audio = cfg.model.condition == "detector"
@@ -127,18 +131,19 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
         if norm is not None and from_rows:
             utts = [Utterance(u.id, norm(u.logmag).astype(np.float16), u.mask, u.audio) for u in utts]
             dev_utts = [Utterance(u.id, norm(u.logmag).astype(np.float16), u.mask, u.audio) for u in dev_utts or []]
-    out.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
 
-    model = SegDiffUNet(cfg.model).to(memory_format=torch.channels_last)
-    ema = copy.deepcopy(model).eval()
+    net = SegDiffUNet(cfg.model).to(world.device, memory_format=torch.channels_last)
+    ema = copy.deepcopy(net).eval()
     for p in ema.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+    opt = torch.optim.Adam(net.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     gen = torch.Generator().manual_seed(tc.seed)
     step, prev = 0, {}
     if (out / STATE_FILE).exists():
         st = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
-        model.load_state_dict(st["model"])
+        net.load_state_dict(st["model"])
         ema.load_state_dict(st["ema"])
         opt.load_state_dict(st["optimizer"])
         gen.set_state(st["generator"])
@@ -146,44 +151,54 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
         step = int(st["step"])
         prev = json.loads((out / CONFIG_FILE).read_text())
         log(f"resuming {out} at step {step}")
+    model = world.wrap(net)  # DDP across ranks (the same module on one process)
     meta = {"dataset": str(dataset), "detector": str(detector) if detector else None, "train_split": train_split,
             "train_rows": len(utts), "method": "specsegdiff" if cfg.model.condition == "spec" else "addsegdiff",
-            "cpu_seconds": prev.get("cpu_seconds", 0.0) if step else 0.0}
+            "cpu_seconds": prev.get("cpu_seconds", 0.0) if step else 0.0, "processes": world.size}
     if norm is not None:
         meta["normalisation"] = [norm.mean, norm.std]
     diff = Diffusion(cfg.diffusion)
     sampler = CropSampler(utts, tc.crop_frames, tc.batch_size, tc.seed, condition)
     hist_path = out / "metrics.jsonl"
     t_start, cpu0, losses, vals = time.time(), time.process_time(), [], []
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="segdiff", unit="step")
-    stopped = False
+    bar = tqdm(total=tc.steps, initial=step, disable=not (progress and world.main), desc="segdiff", unit="step")
+    stopped, seen = False, []
     while step < tc.steps:
         model.train()
-        cond, x0, valid = sampler.batch(step)
-        if tc.shuffle_condition:  # a derangement: no crop keeps its own condition
+        cond, x0, valid = (t.to(world.device) for t in sampler.batch(step, part))
+        if tc.shuffle_condition:  # a derangement (within this rank's part): no crop keeps its own condition
             cond = cond.roll(1, 0)
-        loss = diff.loss(model, x0, cond, gen, valid, fg_weight=tc.fg_weight, t_max_fraction=tc.t_max_fraction)
+        with world.autocast():
+            loss = diff.loss(model, x0, cond, gen, valid, fg_weight=tc.fg_weight, t_max_fraction=tc.t_max_fraction,
+                             world=world)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        ema_update(ema, model, ema_decay(step, tc.ema_decay))
+        ema_update(ema, net, ema_decay(step, tc.ema_decay))
+        if world.size > 1:  # the utterances each rank trained on (logged by rank 0)
+            seen.append(world.gather(sampler.ids(step, part)))
         step += 1
-        losses.append(float(loss.detach()))
+        losses.append(world.mean(loss))
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
-        out_of_time = tc.max_minutes > 0 and (time.time() - t_start) > tc.max_minutes * 60
+        out_of_time = tc.max_minutes > 0 and world.mean(float(time.time() - t_start > tc.max_minutes * 60)) > 0
         last = step == tc.steps or out_of_time
         record = {"step": step, "loss": float(np.mean(losses[-tc.ckpt_every:])), "wall_s": round(time.time() - t_start, 1)}
-        if dev_utts and (step % tc.val_every == 0 or last):
+        if seen and world.main:
+            record["items"] = seen  # per step since the last record: each rank's utterance ids
+        if dev_utts and (step % tc.val_every == 0 or last) and world.main:
             record["val"] = evaluate(ema, diff, dev_utts, condition, cfg, n_samples=tc.val_samples, ddim_steps=tc.val_ddim_steps)
             vals.append({"step": step, **record["val"]})
             log(f"step {step}: loss {record['loss']:.4f}, dev IoU {record['val']['iou']:.2f}, F1 {record['val']['f1']:.2f}")
-        if step % tc.ckpt_every == 0 or last or "val" in record:
-            meta["cpu_seconds"] = meta.get("cpu_seconds", 0.0) + time.process_time() - cpu0
-            cpu0 = time.process_time()
-            _save(out, cfg, meta, model, ema, opt, step, gen)
-            with hist_path.open("a") as f:
-                f.write(json.dumps(record) + "\n")
+        if step % tc.ckpt_every == 0 or last or (dev_utts and step % tc.val_every == 0):
+            if world.main:
+                meta["cpu_seconds"] = meta.get("cpu_seconds", 0.0) + time.process_time() - cpu0
+                cpu0 = time.process_time()
+                _save(out, cfg, meta, net, ema, opt, step, gen)
+                with hist_path.open("a") as f:
+                    f.write(json.dumps(record) + "\n")
+            seen = []
+            world.barrier()  # the other ranks wait while rank 0 validates and saves
         if out_of_time:
             log(f"stopping at step {step}: --max-minutes {tc.max_minutes} reached (run again to resume)")
             stopped = True

@@ -30,6 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dev-split", default="dev", help="split for validation IoU ('' to skip)")
     p.add_argument("--limit", type=int, help="use only the first N training rows")
     p.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--device", default=None,
+                   help="torch device (default: cuda if available, else cpu); under torchrun, cuda = each rank's local GPU")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast of the forward pass (GPUs only)")
     p.add_argument("--no-progress", action="store_true")
 
 
@@ -58,13 +61,19 @@ def run(a: argparse.Namespace) -> int:
     check_arguments(a)
     import torch
 
+    from training.distributed import finish, setup
+
     from .train import train
 
     if a.threads is not None:
         torch.set_num_threads(a.threads)
+    world = setup(a.device, bf16=a.bf16)  # a torchrun job's process group, or one process
     res = train(build_config(a), a.dataset, a.out, train_split=a.train_split, dev_split=a.dev_split or None,
                 train_limit=a.limit, progress=not a.no_progress,
-                log=lambda m: print(m, file=sys.stderr))
+                log=lambda m: print(m, file=sys.stderr) if world.main else None, world=world)
+    finish(world)
+    if not world.main:
+        return 0
     recent = res["losses"][-50:]
     summary = {"out": a.out, "step": res["step"], "final_loss": sum(recent) / len(recent) if recent else None,
                "val": res["val"][-1] if res["val"] else None}

@@ -28,13 +28,13 @@ def heatmap(model: UNet, logmag: np.ndarray, max_frames: int) -> np.ndarray:
 
     Up to ``max_frames`` frames: one forward pass; longer: crops of ``max_frames`` at half-crop hops, stitched."""
     frames = logmag.shape[0]
-    x = torch.from_numpy(np.ascontiguousarray(logmag, dtype=np.float32))
+    x = torch.from_numpy(np.ascontiguousarray(logmag, dtype=np.float32)).to(next(model.parameters()).device)
     if frames <= max_frames:
-        return torch.sigmoid(model(x[None, None]))[0, 0].numpy()
+        return torch.sigmoid(model(x[None, None]))[0, 0].cpu().numpy()
     starts = crop_starts(frames, max_frames, max(max_frames // 2, 1))
     stitched = Stitcher(frames, logmag.shape[1], starts, max_frames)
     for i, s in enumerate(starts):
-        stitched.add(i, torch.sigmoid(model(x[None, None, s : s + max_frames]))[0, 0].double().numpy())
+        stitched.add(i, torch.sigmoid(model(x[None, None, s : s + max_frames]))[0, 0].double().cpu().numpy())
     return stitched.result()
 
 
@@ -57,22 +57,19 @@ def load_checkpoint(path: str | Path) -> tuple[UNet, UNetConfig, Normaliser, dic
 
 def row_count(dataset, split: str) -> int:
     """Rows of a split from the Parquet footers (no data read)."""
-    import pyarrow.parquet as pq
+    from annotate.dataset import row_count as count
 
-    from annotate.dataset import shard_paths
-
-    paths = shard_paths(dataset, split)
-    if not paths:
-        raise FileNotFoundError(f"no {split!r} shards in {Path(dataset) / 'data'} (check --dataset/--split; build with `annotate build`)")
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in paths)
+    return count(dataset, split)
 
 
-def explain_split(checkpoint, dataset, split: str, out_path, *, limit: int | None = None, progress: bool = True) -> Path:
-    """Write a submission (id, sigmoid heatmap on the row's grid) for every spoof row of ``split``."""
+def explain_split(checkpoint, dataset, split: str, out_path, *, limit: int | None = None, progress: bool = True,
+                  shard: tuple[int, int] | None = None) -> Path:
+    """Write a submission (id, sigmoid heatmap on the row's grid) for every spoof row of ``split`` (``shard`` (I, N):
+    only part I of N of them)."""
     from tqdm import tqdm
 
     from annotate.dataset import iter_rows
-    from annotate.submission import SubmissionWriter
+    from annotate.submission import SubmissionWriter, shard_metadata, shard_rows
 
     from training.segdiff.data import row_to_utterance
 
@@ -83,11 +80,12 @@ def explain_split(checkpoint, dataset, split: str, out_path, *, limit: int | Non
     metadata = {
         "method": METHOD, "checkpoint": str(checkpoint), "dataset": str(dataset), "split": split, "limit": limit,
         "config": cfg.to_dict(), "normalisation": {"kind": cfg.normalisation, "mean": norm.mean, "std": norm.std},
-        "step": meta.get("step"),
+        "step": meta.get("step"), **shard_metadata(shard, total),
     }
-    rows = iter_rows(dataset, split, ["id", "spoof_logmag"])
+    first, last = shard_rows(total, shard)
+    rows = iter_rows(dataset, split, ["id", "spoof_logmag"], start=first, stop=last)
     with SubmissionWriter(out_path, metadata) as w:
-        for _, row in zip(tqdm(range(total), desc=f"{METHOD} {split}", unit="utt", disable=not progress), rows):
+        for _, row in zip(tqdm(range(last - first), desc=f"{METHOD} {split}", unit="utt", disable=not progress), rows):
             utt = row_to_utterance(row, False, norm)
             w.write(utt.id, heatmap(model, utt.logmag, cfg.max_frames))
     return Path(out_path)

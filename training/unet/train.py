@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from training.distributed import World
 from training.segdiff.data import CropSampler, SpecCondition, Utterance, load_split
 
 from training.segdiff.losses import bce_dice as loss_fn
@@ -55,14 +56,17 @@ def _save(out: Path, state: dict, meta: dict) -> None:
 
 def train(cfg: UNetConfig, dataset: str | Path, out: str | Path, *, train_split: str = "train", dev_split: str | None = "dev",
           train_limit: int | None = None, utts: list[Utterance] | None = None, dev_utts: list[Utterance] | None = None,
-          progress: bool = True, log=print) -> dict:
-    """Train (or resume) a U-Net; returns {"step", "losses", "val": [...], "normaliser"}.
+          progress: bool = True, log=print, world: World | None = None) -> dict:
+    """Train (or resume) a U-Net; returns {"step", "losses", "val": [...], "normaliser"}. Under torchrun (``world``)
+    each rank trains on its part of every global batch; rank 0 validates and writes.
 
     ``utts`` / ``dev_utts`` may be given directly with RAW log-magnitudes (tests); otherwise they are read from
     ``dataset``. Either way they are standardised here by the training rows' mean/std (or the checkpoint's)."""
     from tqdm import tqdm
 
     out, tc = Path(out), cfg.train
+    world = world or World()
+    part = world.part(tc.batch_size)
     state = None
     if (out / STATE_FILE).exists():
         state = torch.load(out / STATE_FILE, map_location="cpu", weights_only=True)
@@ -82,49 +86,55 @@ def train(cfg: UNetConfig, dataset: str | Path, out: str | Path, *, train_split:
     dev_utts = [Utterance(u.id, norm(u.logmag).astype(np.float16), u.mask) for u in dev_utts or []]
 
     torch.manual_seed(tc.seed)
-    model = UNet(cfg.model)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr)
+    net = UNet(cfg.model).to(world.device)
+    opt = torch.optim.Adam(net.parameters(), lr=tc.lr)
     step, cpu_seconds = 0, 0.0
     if state:
-        model.load_state_dict(state["model"])
+        net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         step, cpu_seconds = int(state["step"]), float(state.get("cpu_seconds", 0.0))
         log(f"resuming {out} at step {step}")
-    out.mkdir(parents=True, exist_ok=True)
+    model = world.wrap(net)  # DDP across ranks (the same module on one process)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
     sampler = CropSampler(utts, tc.crop_frames, tc.batch_size, tc.seed, SpecCondition())
     meta = {"method": METHOD, "dataset": str(dataset), "train_split": train_split, "train_rows": len(utts)}
     t_start, cpu0, losses, vals = time.time(), time.process_time(), [], []
-    bar = tqdm(total=tc.steps, initial=step, disable=not progress, desc="unet", unit="step")
+    bar = tqdm(total=tc.steps, initial=step, disable=not (progress and world.main), desc="unet", unit="step")
     since_log: list[float] = []
     while step < tc.steps:
         model.train()
-        x, x0, valid = sampler.batch(step)
-        loss = loss_fn(model(x), (x0 + 1) / 2, valid, tc.pos_weight, tc.dice_weight)
+        x, x0, valid = (t.to(world.device) for t in sampler.batch(step, part))
+        with world.autocast():
+            logits = model(x)
+        loss = loss_fn(logits.float(), (x0 + 1) / 2, valid, tc.pos_weight, tc.dice_weight)  # Dice over this rank's part
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         step += 1
-        losses.append(float(loss.detach()))
+        losses.append(world.mean(loss))
         since_log.append(losses[-1])
         bar.update(1)
         bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}")
         last = step == tc.steps
         do_val = bool(dev_utts) and (step % tc.val_every == 0 or last)
-        if step % tc.ckpt_every == 0 or last or do_val:
+        if (step % tc.ckpt_every == 0 or last or do_val) and world.main:
             record = {"step": step, "loss": float(np.mean(since_log)), "wall_s": round(time.time() - t_start, 1)}
             since_log = []
             if do_val:
-                record["val"] = evaluate(model, dev_utts, cfg.max_frames)
+                record["val"] = evaluate(net, dev_utts, cfg.max_frames)
                 vals.append({"step": step, **record["val"]})
                 log(f"step {step}: loss {record['loss']:.4f}, dev IoU {record['val']['iou']:.2f}, F1 {record['val']['f1']:.2f}")
             cpu_seconds += time.process_time() - cpu0
             cpu0 = time.process_time()
-            _save(out, {"method": METHOD, "model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+            _save(out, {"method": METHOD, "model": net.state_dict(), "optimizer": opt.state_dict(), "step": step,
                         "config": cfg.to_dict(), "normalisation": [norm.mean, norm.std], "cpu_seconds": cpu_seconds,
                         **{k: v for k, v in meta.items() if k != "method"}},
                   {**meta, "config": cfg.to_dict(), "normalisation": {"mean": norm.mean, "std": norm.std}, "step": step,
                    "cpu_seconds": round(cpu_seconds, 1)})
             with (out / "metrics.jsonl").open("a") as f:
                 f.write(json.dumps(record) + "\n")
+        if step % tc.ckpt_every == 0 or last or do_val:
+            world.barrier()  # the other ranks wait while rank 0 validates and saves
     bar.close()
     return {"step": step, "losses": losses, "val": vals, "normaliser": norm}
