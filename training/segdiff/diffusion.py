@@ -55,8 +55,8 @@ class Diffusion:
         are ~5% of a mask and otherwise weigh little in the mean (``logit``: BCE + Dice, ``fg_weight`` = BCE pos_weight).
         ``t_max_fraction``: that share of the batch is trained at t = T-1 instead of a uniform draw.
         ``world`` (``training.distributed.World``): ``x0`` is this rank's part of the global batch; t and noise are
-        drawn for the whole batch and sliced, and the MSE rescaled, so N ranks reproduce one process (``logit``'s
-        Dice term is over each rank's part)."""
+        drawn for the whole batch and sliced, and the loss made that of the whole batch, so N ranks reproduce one
+        process."""
         n = x0.shape[0] * (world.size if world else 1)
         t = torch.randint(0, self.T, (n,), generator=gen)
         t[: round(t_max_fraction * n)] = self.T - 1  # pure noise: the condition alone must carry these
@@ -68,8 +68,7 @@ class Diffusion:
         out = model(self.q_sample(x0, t, noise), t, cond)
         if self.cfg.parameterisation == "logit":
             valid = torch.ones_like(x0[..., :1]) if weight is None else weight
-            loss = bce_dice(out, (x0 + 1) / 2, valid, pos_weight=fg_weight, dice_weight=1.0)
-            return loss if world is None else loss * world.share(valid.sum())
+            return bce_dice(out, (x0 + 1) / 2, valid, pos_weight=fg_weight, dice_weight=1.0, world=world)
         err = (out - (x0 if self.predicts_x0 else noise)) ** 2
         w = torch.ones_like(err) if weight is None else weight.expand_as(err)
         if fg_weight != 1.0:

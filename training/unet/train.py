@@ -107,7 +107,7 @@ def train(cfg: UNetConfig, dataset: str | Path, out: str | Path, *, train_split:
         x, x0, valid = (t.to(world.device) for t in sampler.batch(step, part))
         with world.autocast():
             logits = model(x)
-        loss = loss_fn(logits.float(), (x0 + 1) / 2, valid, tc.pos_weight, tc.dice_weight)  # Dice over this rank's part
+        loss = loss_fn(logits.float(), (x0 + 1) / 2, valid, tc.pos_weight, tc.dice_weight, world=world)  # the whole batch's loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
