@@ -7,9 +7,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .console import quiet_broken_pipe
+from .core.console import quiet_broken_pipe
 from .sources import SOURCES
-from .splits import POLICIES
+from .pipeline.splits import POLICIES
 
 EXAMPLE_ID = "griffinlim__4706_68436_000011_000000"  # a test row of the default demo (tests check it exists)
 
@@ -43,7 +43,7 @@ def _build_parser(sub) -> None:
 
 def check_build_options(a) -> None:
     """Every `annotate build` parameter in range, and --out writable, before anything is read or written."""
-    from .console import NON_NEGATIVE, POSITIVE, PROBABILITY, OptionError, Rule, between, check_options, check_writable
+    from .core.console import NON_NEGATIVE, POSITIVE, PROBABILITY, OptionError, Rule, between, check_options, check_writable
 
     check_options(a, {"quantile": between(0.0, 1.0, open_lo=True, open_hi=True),
                       "sample_rate": Rule(lambda v: 8000 <= v <= 384000, "must be a sample rate in Hz from 8000 to 384000"),
@@ -55,8 +55,8 @@ def check_build_options(a) -> None:
 
 
 def cmd_build(a) -> int:
-    from .build import BuildConfig, build
-    from .spectral import MaskConfig, STFTConfig
+    from .pipeline.build import BuildConfig, build
+    from .core.spectral import MaskConfig, STFTConfig
 
     check_build_options(a)
     cfg = BuildConfig(source=a.source, root=str(Path(a.root).expanduser().resolve()) if a.root else None,
@@ -68,7 +68,7 @@ def cmd_build(a) -> int:
         summary = build(cfg, a.out, workers=a.workers, overwrite=a.overwrite, backend=a.backend,
                         scheduler=a.scheduler, progress=not a.no_progress)
     except OSError as e:  # the disk, not the corpus (unreadable corpus files are rejects)
-        from .console import fs_error_line
+        from .core.console import fs_error_line
 
         line = fs_error_line(e, a.out, resumable=True)
         if line is None:
@@ -113,7 +113,7 @@ def cmd_stats(a) -> int:
 
 
 def _resynth_parser(sub) -> None:
-    from .vocoders import BUILTIN
+    from .pipeline.vocoders import BUILTIN
 
     p = sub.add_parser("resynth", help="make a parallel corpus (LibriSeVoc layout) from a folder of real speech",
                        description="Re-synthesise every audio file under --real-root with each vocoder and write a "
@@ -143,7 +143,7 @@ def _resynth_parser(sub) -> None:
 
 
 def cmd_resynth(a) -> int:
-    from .resynth import ResynthConfig, ResynthError, resynth
+    from .pipeline.resynth import ResynthConfig, ResynthError, resynth
 
     if a.workers < 1:
         raise ResynthError(f"--workers {a.workers}: give at least 1")
@@ -176,11 +176,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("dataset")
     p.add_argument("--split", default=None, help="only this split (train, dev, test)")
     p.add_argument("--vocoder", default=None, help="only this vocoder")
-    from .partial import add_parser as _partial_parser
+    from .pipeline.partial import add_parser as _partial_parser
 
     _partial_parser(sub)
     try:
-        from . import publish  # noqa: F401  (card/publish, when present)
+        from .hub import publish  # noqa: F401  (card/publish, when present)
 
         publish.add_parsers(sub)
     except ImportError:
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     a = parser.parse_args(argv)
     handlers = {"build": cmd_build, "show": cmd_show, "stats": cmd_stats, "ids": cmd_ids}
     handler = handlers.get(a.cmd) or getattr(a, "handler", None)
-    from .jobs import JobError
+    from .pipeline.jobs import JobError
     from .sources.base import SourceError
 
     try:

@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow.compute as pc
 
-from .audio import decode_bytes
-from .dataset import array2d, build_config, open_dataset, read_table
-from .spectral import MaskConfig, STFTConfig, log_magnitude, smooth, stft
+from .core.audio import decode_bytes
+from .core.dataset import array2d, build_config, open_dataset, read_table
+from .core.spectral import MaskConfig, STFTConfig, log_magnitude, smooth, stft
 
 
 def find_row(ds: str | Path, row_id: str) -> dict:

@@ -9,7 +9,7 @@ import hashlib
 
 import numpy as np
 
-from annotate.spectral import DEFAULT_MASK, MaskConfig, smooth
+from annotate.core.spectral import DEFAULT_MASK, MaskConfig, smooth
 
 CHANCE = ("random", "smoothed-random", "energy")
 

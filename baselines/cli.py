@@ -13,7 +13,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from annotate.console import quiet_broken_pipe
+from annotate.core.console import quiet_broken_pipe
 
 from training.segdiff.config import EXPLAIN_DDIM_STEPS, EXPLAIN_SAMPLES
 
@@ -61,14 +61,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_explain_options(a: argparse.Namespace) -> None:
     """Every numeric option in range, and the split non-empty, before any model is loaded or file written."""
-    from annotate.console import FINITE, NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, check_options
+    from annotate.core.console import FINITE, NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, check_options
 
     check_options(a, {"limit": POSITIVE, "seed": NON_NEGATIVE, "batch_rows": POSITIVE, "threads": POSITIVE,
                       "n_references": POSITIVE, "n_samples": POSITIVE, "chunk": POSITIVE, "eps": POSITIVE_FLOAT,
                       "gamma_conv1d": NON_NEGATIVE, "gamma_conv2d": NON_NEGATIVE, "gamma_linear": NON_NEGATIVE,
                       "ddim_steps": NON_NEGATIVE, "max_batch": POSITIVE, "hop": POSITIVE})
     check_options(a, {"eps": FINITE, "gamma_conv1d": FINITE, "gamma_conv2d": FINITE, "gamma_linear": FINITE})
-    from annotate.submission import parse_shard
+    from annotate.core.submission import parse_shard
 
     a.shard = parse_shard(a.shard)
     _check_split(a.dataset, a.split)
@@ -76,7 +76,7 @@ def check_explain_options(a: argparse.Namespace) -> None:
 
 def _check_split(ds: str, split: str) -> None:
     """ValueError (one line) when ``split`` of ``ds`` has no rows: nothing to explain."""
-    from annotate.dataset import open_dataset
+    from annotate.core.dataset import open_dataset
 
     d = open_dataset(ds)
     if not d.files():

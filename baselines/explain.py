@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from annotate.spectral import DEFAULT_STFT, STFTConfig
+from annotate.core.spectral import DEFAULT_STFT, STFTConfig
 
 from .attnlrp import LRPConfig
 from .chance import CHANCE, chance_heatmap, row_seed
@@ -64,7 +64,7 @@ class ExplainConfig:
         if self.method == "gradcam":
             return {"layer": "detector.gradcam_layer", "relu": True, "spread": "constant over frequency"}
         if self.method == "smoothed-random":
-            return {"kernel": "Eq. 2 Gaussian (annotate.spectral.smooth)"}
+            return {"kernel": "Eq. 2 Gaussian (annotate.core.spectral.smooth)"}
         return {}
 
 
@@ -72,7 +72,7 @@ class ExplainConfig:
 
 
 def _stft_config(ds: str | Path) -> STFTConfig:
-    from annotate.dataset import build_config
+    from annotate.core.dataset import build_config
 
     try:
         d = build_config(ds).get("stft")
@@ -86,8 +86,8 @@ def load_references(ds: str | Path, n: int, length: int, seed: int, cfg: STFTCon
     ``real_audio`` cropped at a random start (or tiled) to ``length`` samples. Reads only the chosen rows."""
     import torch
 
-    from annotate.audio import decode_bytes
-    from annotate.dataset import open_dataset
+    from annotate.core.audio import decode_bytes
+    from annotate.core.dataset import open_dataset
 
     from .rawwrapper import spectrogram
 
@@ -169,7 +169,7 @@ class DetectorExplainer:
         raise ValueError(f"{m!r} is not a detector method")
 
     def __call__(self, row: dict) -> np.ndarray:
-        from annotate.audio import decode_bytes
+        from annotate.core.audio import decode_bytes
 
         from .rawwrapper import make_windows, spectrogram
 
@@ -230,7 +230,7 @@ def metadata(cfg: ExplainConfig, stft_cfg: STFTConfig) -> dict:
 
 
 def _row_count(ds, split: str) -> int:
-    from annotate.dataset import row_count
+    from annotate.core.dataset import row_count
 
     return row_count(ds, split)
 
@@ -246,8 +246,8 @@ def run(cfg: ExplainConfig, out: str | Path, *, progress: bool = True, detector=
     them, for ``benchmark merge``) into the submission ``out``."""
     from tqdm import tqdm
 
-    from annotate.dataset import iter_rows
-    from annotate.submission import SubmissionWriter, iter_heatmaps, shard_metadata, shard_rows
+    from annotate.core.dataset import iter_rows
+    from annotate.core.submission import SubmissionWriter, iter_heatmaps, shard_metadata, shard_rows
 
     if cfg.method not in DETECTOR_METHODS + CHANCE:
         raise ValueError(f"unknown method {cfg.method!r} for this run loop; choose from {', '.join(DETECTOR_METHODS + CHANCE)}")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 from torch import Tensor, nn
 
-from annotate.spectral import DEFAULT_STFT, STFTConfig
+from annotate.core.spectral import DEFAULT_STFT, STFTConfig
 
 from .rawwrapper import SPOOF, RawWrapper
 

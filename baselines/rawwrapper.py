@@ -2,7 +2,7 @@
 crop/tile windows that fit an utterance to the detector's input length and map heatmaps back.
 
 ``RawWrapper(detector, length)(logM, P) = detector(ISTFT(exp(logM) * exp(i P)))`` with the shared
-STFT (annotate.spectral): the STFT reconstructs perfectly, so the output equals ``detector(x)`` for
+STFT (annotate.core.spectral): the STFT reconstructs perfectly, so the output equals ``detector(x)`` for
 ``logM, P`` taken from ``x``, and attributions on ``logM`` land on the dataset's time-frequency grid.
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from annotate.spectral import DEFAULT_STFT, STFTConfig, istft, log_magnitude, stft
+from annotate.core.spectral import DEFAULT_STFT, STFTConfig, istft, log_magnitude, stft
 
 SPOOF = 1  # detector convention: logits (B, 2), index 1 = spoof
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from annotate.dataset import dataset_name
+from annotate.core.dataset import dataset_name
 
 from .temporal import THRESHOLDS, iter_temporal_heatmaps, load_temporal_truth, minmax
 from .submission import SubmissionError, read_metadata
@@ -144,7 +144,7 @@ def plot(per_utt: list[dict], maps: dict, truth, ds, split: str, path: Path, sca
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from annotate.audio import decode_bytes
+    from annotate.core.audio import decode_bytes
     from annotate.show import save_figure
 
     from .score import iter_split

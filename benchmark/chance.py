@@ -2,7 +2,7 @@
 
 Each heatmap is drawn from ``np.random.default_rng([seed, crc32(id)])``, so a row's heatmap does not
 depend on the order or the subset of rows scored. "Smoothed random" smooths uniform noise with the
-Eq. 2 Gaussian (annotate.spectral.smooth, the kernel that made the truth masks); "spoof energy"
+Eq. 2 Gaussian (annotate.core.spectral.smooth, the kernel that made the truth masks); "spoof energy"
 is the spoof's log-magnitude (its loudest 5% of bins after binarisation).
 """
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from annotate.spectral import smooth
+from annotate.core.spectral import smooth
 
 from .stats import BootstrapConfig
 

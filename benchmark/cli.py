@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from annotate.console import OptionError, quiet_broken_pipe
+from annotate.core.console import OptionError, quiet_broken_pipe
 
 from training.segdiff.config import EXPLAIN_DDIM_STEPS, EXPLAIN_SAMPLES
 
@@ -105,7 +105,7 @@ def _track(a) -> str:
 
 def check_benchmark_options(a) -> None:
     """Numeric options in range before any work: --bootstrap is 0 (no CI) or at least 100 draws."""
-    from annotate.console import NON_NEGATIVE, POSITIVE, OptionError, check_options
+    from annotate.core.console import NON_NEGATIVE, POSITIVE, OptionError, check_options
 
     check_options(a, {"workers": POSITIVE, "limit": POSITIVE, "seed": NON_NEGATIVE, "segdiff_samples": POSITIVE,
                       "ddim_steps": NON_NEGATIVE, "threads": POSITIVE, "max_files": POSITIVE})

@@ -20,7 +20,7 @@ from typing import Callable
 
 import numpy as np
 
-from annotate.spectral import DEFAULT_STFT, STFTConfig, istft, stft
+from annotate.core.spectral import DEFAULT_STFT, STFTConfig, istft, stft
 
 FAITHFULNESS_METRICS = ("AI", "AD", "AG", "FidIn")
 

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import pyarrow as pa
 
-from annotate.submission import SHARD_KEYS, SubmissionWriter, iter_heatmaps
+from annotate.core.submission import SHARD_KEYS, SubmissionWriter, iter_heatmaps
 
 from .submission import SubmissionError, _open, read_ids, read_metadata, submission_files
 

@@ -6,7 +6,7 @@ this module and its imports never load torch.
 
 Policies (documented in docs and the result JSON):
 
-* Binarisation: a heatmap ``h`` becomes ``h > quantile(h, 0.95)`` (:func:`annotate.spectral.threshold`,
+* Binarisation: a heatmap ``h`` becomes ``h > quantile(h, 0.95)`` (:func:`annotate.core.spectral.threshold`,
   the rule that made the truth masks). Ties at the quantile fall outside, so a constant heatmap
   binarises to an all-zero map and its foreground metrics are 0.
 * 0/0 is 0: F1, IoU and FBound are 0 whenever their denominator is 0 (e.g. both maps empty) —
@@ -23,7 +23,7 @@ from functools import lru_cache
 import numpy as np
 from scipy import ndimage
 
-from annotate.spectral import DEFAULT_MASK, threshold
+from annotate.core.spectral import DEFAULT_MASK, threshold
 
 QUANTILE = DEFAULT_MASK.quantile
 RADII = (1, 2, 3, 4, 5)

@@ -16,8 +16,8 @@ from typing import Callable, Iterable, Iterator
 import numpy as np
 import pyarrow.parquet as pq
 
-from annotate.dataset import build_config, dataset_name, read_table
-from annotate.spectral import DEFAULT_STFT
+from annotate.core.dataset import build_config, dataset_name, read_table
+from annotate.core.spectral import DEFAULT_STFT
 
 from .localisation import LOCALISATION_METRICS, localisation_scores
 from .metrics import SEGMENTATION_METRICS, binarise, segmentation_scores_binary
@@ -164,14 +164,14 @@ def load_truth(ds: str | Path, split: str = "test", key: str | Path | None = Non
 
 def _split_columns(ds: str | Path, split: str) -> list[str]:
     """Column names of the split's shards (from the first footer)."""
-    from annotate.dataset import open_dataset
+    from annotate.core.dataset import open_dataset
 
     return open_dataset(ds).schema(split).names
 
 
 def iter_split(ds: str | Path, split: str, columns: list[str], arrays: tuple[str, ...] = ()) -> Iterator[dict]:
     """Rows of a split as dicts, ``arrays`` columns decoded to 2-D numpy arrays (batch-wise, bounded memory)."""
-    from annotate.dataset import open_dataset
+    from annotate.core.dataset import open_dataset
 
     for table in open_dataset(ds).iter_batches(split, columns):  # one row group at a time
         for batch in table.to_batches(max_chunksize=64):
@@ -281,7 +281,7 @@ def faithfulness_values(
     detector: Callable, ds: str | Path, split: str, truth: Truth, binary: dict[str, tuple[np.ndarray, tuple]]
 ) -> dict[str, np.ndarray]:
     """AI, AD, AG, Fid-In per utterance (truth order) with the binarised heatmaps as keep-masks."""
-    from annotate.audio import decode_bytes
+    from annotate.core.audio import decode_bytes
 
     from .faithfulness import detector_probs, masked_in, scores_from_probs
 

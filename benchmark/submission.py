@@ -4,7 +4,7 @@ A submission is a Parquet file, or a folder of them, with columns ``id`` (string
 (floats, ``(frames, 257)`` time-first on the row's mask grid) stored as ``list<list<float>>`` or
 a ``datasets`` ``Array2D`` column. Method metadata (name, parameters, ...) is JSON in the Parquet
 schema metadata under the key ``b"vocmask"``. The format and the writer (``write_submission``,
-``SubmissionWriter``) live in :mod:`annotate.submission` and are re-exported here.
+``SubmissionWriter``) live in :mod:`annotate.core.submission` and are re-exported here.
 """
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from annotate.submission import (  # noqa: F401  (re-exported: the format and writer)
+from annotate.core.submission import (  # noqa: F401  (re-exported: the format and writer)
     META_KEY,
     SubmissionWriter,
     _offsets,

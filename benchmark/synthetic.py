@@ -12,9 +12,9 @@ from typing import Sequence
 
 import numpy as np
 
-from annotate.audio import encode_flac
-from annotate.dataset import ShardWriter, features
-from annotate.spectral import DEFAULT_STFT, artifact_mask, log_magnitude, stft, threshold
+from annotate.core.audio import encode_flac
+from annotate.core.dataset import ShardWriter, features
+from annotate.core.spectral import DEFAULT_STFT, artifact_mask, log_magnitude, stft, threshold
 
 VOCODER_BANDS = {"melgan": (2000.0, 4000.0), "hifigan": (5000.0, 7000.0), "waveglow": (500.0, 1500.0)}
 

@@ -28,7 +28,7 @@ from typing import Iterable, Iterator
 import numpy as np
 import pyarrow as pa
 
-from annotate.dataset import build_config, dataset_name, open_dataset, read_table, shard_paths
+from annotate.core.dataset import build_config, dataset_name, open_dataset, read_table, shard_paths
 
 from .score import ScoreError
 from .stats import BootstrapConfig, summarise

@@ -54,10 +54,10 @@ def floor_rtf(pairs, sr: int, write: bool = False, shard_size: int = 64) -> floa
     import torch
     from threadpoolctl import threadpool_limits
 
-    from annotate.audio import encode_flac, load
-    from annotate.build import float16_saturated
-    from annotate.dataset import ShardWriter, features
-    from annotate.spectral import STFTConfig, log_magnitude, stft
+    from annotate.core.audio import encode_flac, load
+    from annotate.pipeline.build import float16_saturated
+    from annotate.core.dataset import ShardWriter, features
+    from annotate.core.spectral import STFTConfig, log_magnitude, stft
 
     torch.set_num_threads(1)
     cfg = STFTConfig(sample_rate=sr)
@@ -127,7 +127,7 @@ def run_build(cfg, workers: int, out: Path, tree: str | None = None) -> dict:
     on the path), so two code versions are measured side by side in one run."""
     shutil.rmtree(out, ignore_errors=True)
     if tree is None:
-        from annotate.build import build
+        from annotate.pipeline.build import build
 
         s = build(cfg, out, workers=workers, progress=False)
     else:
@@ -169,7 +169,7 @@ def main() -> None:
                          "real files, so reals are shared only as in the corpus) so worker start-up amortises")
     a = ap.parse_args()
 
-    from annotate.build import BuildConfig
+    from annotate.pipeline.build import BuildConfig
     from annotate.sources import read_source
 
     cfg = BuildConfig(source=a.source, root=a.root, real_root=a.real_root)

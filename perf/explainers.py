@@ -37,7 +37,7 @@ def parse_setting(text: str) -> tuple[int, int | None]:
 
 
 def rows(dataset: str, split: str, limit: int, max_frames: int | None, with_audio: bool, normalise=None):
-    from annotate.dataset import iter_rows
+    from annotate.core.dataset import iter_rows
     from training.segdiff.data import Utterance, row_to_utterance
 
     cols = ["id", "spoof_logmag", "mask"] + (["spoof_audio"] if with_audio else [])

@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None)
     a = p.parse_args(argv)
 
-    from annotate.dataset import read_table, shard_paths
+    from annotate.core.dataset import read_table, shard_paths
     from training.cli import main as train_cli
     from training.detector.evaluate import average_precision, eer
     from training.detector.subset import vocoder_subset

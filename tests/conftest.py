@@ -36,7 +36,7 @@ def _one_torch_thread():
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory) -> Path:
     """24 real utterances x 3 vocoders (Griffin-Lim, WORLD, LPC) at 24 kHz, with truth.json holding the true offsets."""
-    from annotate.demo import ensure
+    from annotate.sources.demo.corpus import ensure
 
     root = tmp_path_factory.mktemp("demo") / "LibriSeVoc"
     ensure(root, **DEMO_KW)
@@ -46,7 +46,7 @@ def demo_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def demo_ds(tmp_path_factory, demo_corpus) -> Path:
     """The demo corpus built into a dataset (train/dev/test shards) with default settings."""
-    from annotate.build import BuildConfig, build
+    from annotate.pipeline.build import BuildConfig, build
 
     out = tmp_path_factory.mktemp("ds") / "demo_ds"
     build(BuildConfig(source="demo", root=str(demo_corpus), shard_size=16), out, workers=1, progress=False)

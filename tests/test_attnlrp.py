@@ -283,8 +283,8 @@ def test_detector_ledger_identity_on_odd_length_demo_utterances(which, demo_ds, 
     """The small detector on demo test utterances cut to odd lengths (shorter than the crop: tiled; longer:
     several crops): every op known, input + booked relevance == logit per window batch (1e-3), while the
     strict form fails by far (biases, shifts and the softmax remainder keep most relevance; see module doc)."""
-    from annotate.audio import decode_bytes
-    from annotate.dataset import iter_rows
+    from annotate.core.audio import decode_bytes
+    from annotate.core.dataset import iter_rows
     from baselines.rawwrapper import RawWrapper, make_windows, spectrogram
     from test_rawwrapper import tiny_detector
 

@@ -1,4 +1,4 @@
-"""annotate.audio.encode_flac: libsndfile's FLAC holds exactly the 16-bit samples of the signal."""
+"""annotate.core.audio.encode_flac: libsndfile's FLAC holds exactly the 16-bit samples of the signal."""
 from __future__ import annotations
 
 import io
@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from annotate.audio import decode_bytes, encode_flac
+from annotate.core.audio import decode_bytes, encode_flac
 
 
 @pytest.mark.parametrize("n", [1, 5, 1023, 1024, 1025, 50_000])

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from annotate.audio import encode_flac
-from annotate.dataset import iter_rows
-from annotate.spectral import DEFAULT_STFT
+from annotate.core.audio import encode_flac
+from annotate.core.dataset import iter_rows
+from annotate.core.spectral import DEFAULT_STFT
 from baselines import explain as ex
 from baselines.chance import row_seed
 from baselines.cli import main

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from annotate.build import BuildConfig, BuildError, build
-from annotate.dataset import iter_rows, read_table, shard_paths
-from annotate.demo import load_truth
+from annotate.pipeline.build import BuildConfig, BuildError, build
+from annotate.core.dataset import iter_rows, read_table, shard_paths
+from annotate.sources.demo.corpus import load_truth
 
 from conftest import copy_subset as _subset
 
@@ -38,8 +38,8 @@ def test_demo_dataset_loads_with_datasets(demo_ds):
 
 
 def test_rows_are_aligned_annotated_and_consistent(demo_ds):
-    from annotate.audio import decode_bytes
-    from annotate.spectral import artifact_mask, log_magnitude, stft
+    from annotate.core.audio import decode_bytes
+    from annotate.core.spectral import artifact_mask, log_magnitude, stft
 
     row = next(iter_rows(demo_ds, "train"))
     real, sr = decode_bytes(row["real_audio"]["bytes"])
@@ -147,7 +147,7 @@ def test_changed_parameters_are_refused_unless_overwrite(demo_corpus, tmp_path):
     assert again["rows_out"] == 3
     from dataclasses import replace
 
-    from annotate.spectral import MaskConfig
+    from annotate.core.spectral import MaskConfig
 
     other = replace(cfg, mask=MaskConfig(quantile=0.9))
     with pytest.raises(BuildError, match="other parameters.*mask"):
@@ -182,7 +182,7 @@ def test_show_and_stats(demo_ds, tmp_path):
 
 
 def test_spoofs_of_one_real_share_its_analysis_and_give_the_same_rows(demo_corpus, monkeypatch):
-    import annotate.build as B
+    import annotate.pipeline.build as B
     from annotate.sources import read_source
 
     pairs, _ = read_source("librisevoc", str(demo_corpus))
@@ -210,7 +210,7 @@ def test_real_flac_is_encoded_once_per_aligned_slice(demo_corpus, tmp_path, monk
     spoof gets its own slice: rows as without sharing."""
     import soundfile as sf
 
-    import annotate.build as B
+    import annotate.pipeline.build as B
     from annotate.sources.base import Pair
 
     real, sr = sf.read(sorted((demo_corpus / "gt").glob("*.wav"))[0], dtype="float32")
@@ -239,10 +239,10 @@ def test_real_flac_is_encoded_once_per_aligned_slice(demo_corpus, tmp_path, monk
 def test_sample_alignment_ignores_the_spoofs_level(demo_corpus):
     """A vocoder that changes loudness must not move the alignment: the same offset at any spoof gain
     (the log-spectral search removes each bin's mean log ratio; before that, 2 dB moved offsets by up to 6 ms)."""
-    from annotate.align import align
-    from annotate.audio import load
+    from annotate.pipeline.align import align
+    from annotate.core.audio import load
     from annotate.sources import read_source
-    from annotate.spectral import stft
+    from annotate.core.spectral import stft
 
     pairs, _ = read_source("librisevoc", str(demo_corpus))
     for p in pairs[::8]:

@@ -10,7 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from annotate.dataset import Dataset, build_config, open_dataset
+from annotate.core.dataset import Dataset, build_config, open_dataset
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +75,7 @@ def test_train_explain_score_identical_from_urls(locations, tmp_path):
 
 
 def test_hub_layout_honours_configs(demo_ds, tmp_path):
-    from annotate.publish import stage_tree
+    from annotate.hub.publish import stage_tree
 
     tree = stage_tree(demo_ds, tmp_path / "tree", repo_id="vocmask/demo", withhold=True, key=tmp_path / "key.parquet",
                       figure=False).root

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from annotate.spectral import DEFAULT_STFT, istft, stft
+from annotate.core.spectral import DEFAULT_STFT, istft, stft
 from benchmark.faithfulness import faithfulness, masked_in, scores_from_probs
 
 SR = DEFAULT_STFT.sample_rate

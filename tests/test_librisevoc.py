@@ -4,7 +4,7 @@ import pytest
 import soundfile as sf
 
 from annotate.sources import SourceError, read_source
-from annotate.splits import assign_splits
+from annotate.pipeline.splits import assign_splits
 
 IDS = ["27_123349_000006_000000", "27_123349_000007_000000", "1034_121119_000001_000000"]
 

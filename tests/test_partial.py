@@ -7,10 +7,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from annotate.audio import decode_bytes
-from annotate.dataset import frame_labels_from_samples, iter_rows, shard_paths
-from annotate.partial import PartialConfig, make_partial, partial_row
-from annotate.spectral import DEFAULT_MASK, DEFAULT_STFT
+from annotate.core.audio import decode_bytes
+from annotate.core.dataset import frame_labels_from_samples, iter_rows, shard_paths
+from annotate.pipeline.partial import PartialConfig, make_partial, partial_row
+from annotate.core.spectral import DEFAULT_MASK, DEFAULT_STFT
 
 
 @pytest.fixture(scope="module")

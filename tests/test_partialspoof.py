@@ -268,8 +268,8 @@ def test_every_pickle_protocol_and_old_numpy_names_are_read(tmp_path):
 
 
 def test_sample_labels_follow_the_segments_and_refuse_a_length_mismatch():
-    from annotate.audio import AudioError
-    from annotate.labelled import sample_labels, spans_of
+    from annotate.core.audio import AudioError
+    from annotate.pipeline.labelled import sample_labels, spans_of
 
     f = sample_labels("0110", 0.01, 4 * 160 + 30, SR)  # 30 samples past the last segment take its label
     assert f.tolist() == [False] * 160 + [True] * 320 + [False] * 190
@@ -281,7 +281,7 @@ def test_sample_labels_follow_the_segments_and_refuse_a_length_mismatch():
 
 @pytest.fixture(scope="module")
 def built(corpus, tmp_path_factory):
-    from annotate.build import BuildConfig, build
+    from annotate.pipeline.build import BuildConfig, build
 
     out = tmp_path_factory.mktemp("psds") / "ds"
     build(BuildConfig(source="partialspoof", root=str(corpus), shard_size=4), out, progress=False)
@@ -289,8 +289,8 @@ def built(corpus, tmp_path_factory):
 
 
 def test_built_rows_carry_frame_labels_and_no_mask(built):
-    from annotate.dataset import iter_rows, frame_cells
-    from annotate.spectral import STFTConfig
+    from annotate.core.dataset import iter_rows, frame_cells
+    from annotate.core.spectral import STFTConfig
 
     stft = STFTConfig()
     rows = list(iter_rows(built))
@@ -314,7 +314,7 @@ def test_built_rows_carry_frame_labels_and_no_mask(built):
 
 
 def test_stats_show_and_card_handle_rows_without_masks(built, tmp_path):
-    from annotate.card import render_card
+    from annotate.hub.card import render_card
     from annotate.show import show, stats
 
     st = stats(built)
@@ -327,8 +327,8 @@ def test_stats_show_and_card_handle_rows_without_masks(built, tmp_path):
 
 
 def test_oracle_1d_map_scores_frame_eer_0(built, tmp_path, capsys):
-    from annotate.dataset import iter_rows
-    from annotate.submission import SubmissionWriter
+    from annotate.core.dataset import iter_rows
+    from annotate.core.submission import SubmissionWriter
     from benchmark.cli import main
 
     sub = tmp_path / "oracle.parquet"
@@ -343,7 +343,7 @@ def test_oracle_1d_map_scores_frame_eer_0(built, tmp_path, capsys):
     assert res["overall"]["pooled EER"]["mean"] == 0.0 and res["overall"]["IoU@0.5"]["mean"] == 100.0
     assert res["per_vocoder"]["bonafide"]["AUC"]["n_undefined"] == 1
     # a T-F submission cannot be scored against masks these rows do not have: one line
-    from annotate.submission import write_submission
+    from annotate.core.submission import write_submission
 
     rows = list(iter_rows(built, "test", ["id", "num_samples"]))
     tf = tmp_path / "tf.parquet"

@@ -17,9 +17,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from annotate.card import BENCHMARK_CONFIG, PLACEHOLDERS, collect_stats, flatten, load_template, templates_dir
-from annotate.dataset import array2d, build_config, iter_rows, read_table, shard_paths, splits
-from annotate.publish import PublishError, publish, stage_tree
+from annotate.hub.card import BENCHMARK_CONFIG, PLACEHOLDERS, collect_stats, flatten, load_template, templates_dir
+from annotate.core.dataset import array2d, build_config, iter_rows, read_table, shard_paths, splits
+from annotate.hub.publish import PublishError, publish, stage_tree
 
 SOURCES = ("librisevoc", "vocv4", "wavefake", "codecfake", "partialspoof", "manifest", "demo")
 

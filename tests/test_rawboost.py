@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from annotate import rawboost as rb
+from annotate.core import rawboost as rb
 
 SR = 16000
 N = SR  # 1 s keeps the suite fast

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from annotate.audio import decode_bytes
-from annotate.dataset import iter_rows
-from annotate.spectral import DEFAULT_STFT
+from annotate.core.audio import decode_bytes
+from annotate.core.dataset import iter_rows
+from annotate.core.spectral import DEFAULT_STFT
 from baselines.rawwrapper import RawWrapper, make_windows, spectrogram
 
 

@@ -9,10 +9,10 @@ import time
 import pyarrow.parquet as pq
 import pytest
 
-from annotate.build import BuildConfig, annotate_pair, build
-from annotate.dataset import iter_rows, read_table, shard_paths
+from annotate.pipeline.build import BuildConfig, annotate_pair, build
+from annotate.core.dataset import iter_rows, read_table, shard_paths
 from annotate.sources import read_source
-from annotate.splits import assign_splits
+from annotate.pipeline.splits import assign_splits
 
 from conftest import copy_subset as _subset
 

@@ -128,7 +128,7 @@ def test_bad_files_become_rejects(corpus):
 def test_build_reads_the_result_and_recovers_the_lags(corpus, tmp_path):
     out = tmp_path / "ds"
     assert annotate_main(["build", "--source", "librisevoc", "--root", str(corpus), "--out", str(out), "--no-progress"]) == 0
-    from annotate.dataset import read_table
+    from annotate.core.dataset import read_table
 
     rows = read_table(out, columns=["id", "offset", "split", "speaker"]).to_pylist()
     truth = json.loads((corpus / "truth.json").read_text())

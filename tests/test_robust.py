@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from annotate.dataset import array2d, read_table, shard_paths
+from annotate.core.dataset import array2d, read_table, shard_paths
 from conftest import copy_subset
 
 REPO = Path(__file__).resolve().parents[1]
@@ -109,9 +109,9 @@ def _build_args(corpus: Path, out: Path) -> list[str]:
 
 
 def test_full_disk_is_one_line_and_the_rerun_resumes_to_identical_rows(demo_corpus, tmp_path, monkeypatch, capsys):
-    from annotate.build import BuildConfig, build
+    from annotate.pipeline.build import BuildConfig, build
     from annotate.cli import main
-    from annotate.dataset import ShardWriter
+    from annotate.core.dataset import ShardWriter
 
     corpus = tmp_path / "LibriSeVoc"
     copy_subset(demo_corpus, corpus, 2)
@@ -142,7 +142,7 @@ def test_full_disk_is_one_line_and_the_rerun_resumes_to_identical_rows(demo_corp
 
 def test_unwritable_out_is_one_line(demo_corpus, tmp_path, monkeypatch, capsys):
     from annotate.cli import main
-    from annotate.storage import Store
+    from annotate.core.storage import Store
 
     corpus = tmp_path / "LibriSeVoc"
     copy_subset(demo_corpus, corpus, 1)
@@ -207,8 +207,8 @@ def test_workers_exit_when_the_build_is_killed(demo_corpus, tmp_path):
 
 
 def test_closed_stdout_exits_quietly(demo_ds, tmp_path):
-    from annotate.console import SIGPIPE_EXIT
-    from annotate.submission import write_submission
+    from annotate.core.console import SIGPIPE_EXIT
+    from annotate.core.submission import write_submission
     from annotate.cli import main as annotate_main
     from baselines.cli import main as explain_main
     from benchmark.cli import main as benchmark_main
@@ -237,7 +237,7 @@ def test_closed_stdout_exits_quietly(demo_ds, tmp_path):
 def test_a_split_whose_pairs_are_all_rejected_writes_no_shard(demo_corpus, tmp_path, capsys):
     from datasets import load_dataset
 
-    from annotate.card import render_card
+    from annotate.hub.card import render_card
     from annotate.cli import main
     from baselines.cli import main as explain_main
     from benchmark.cli import main as benchmark_main
@@ -264,7 +264,7 @@ def test_a_split_whose_pairs_are_all_rejected_writes_no_shard(demo_corpus, tmp_p
     sub = tmp_path / "sub.parquet"
     assert explain_main(["--method", "random", "--dataset", str(out), "--split", "test", "-o", str(sub), "--no-progress"]) == 2
     assert "split 'test'" in _one_line_error(capsys.readouterr().err) and not sub.exists()
-    from annotate.submission import write_submission
+    from annotate.core.submission import write_submission
 
     write_submission(sub, ["world__x"], [np.zeros((4, 257), np.float32)], {"method": "zeros"})
     assert benchmark_main(["score", str(sub), "--dataset", str(out), "--split", "test"]) == 2
@@ -276,8 +276,8 @@ def test_a_split_whose_pairs_are_all_rejected_writes_no_shard(demo_corpus, tmp_p
 
 def _rebuild_masks(shard: Path, quantile: float) -> dict[str, np.ndarray]:
     """Every route to a test row's mask from the columns a shard carries (what a submitter could do)."""
-    from annotate.audio import decode_bytes
-    from annotate.spectral import MaskConfig, STFTConfig, artifact_mask, stft, threshold
+    from annotate.core.audio import decode_bytes
+    from annotate.core.spectral import MaskConfig, STFTConfig, artifact_mask, stft, threshold
 
     names = pq.read_schema(shard).names
     t = pq.read_table(shard)
@@ -297,7 +297,7 @@ def _rebuild_masks(shard: Path, quantile: float) -> dict[str, np.ndarray]:
 
 
 def test_withheld_test_config_carries_nothing_the_masks_can_be_rebuilt_from(demo_ds, tmp_path):
-    from annotate.publish import stage_tree
+    from annotate.hub.publish import stage_tree
 
     truth = {r["id"]: array2d(r["mask"]).astype(bool) for r in read_table(demo_ds, "test", ["id", "mask"]).to_pylist()}
     q = json.loads((demo_ds / "build.json").read_text())["mask"]["quantile"]
@@ -333,7 +333,7 @@ def test_withheld_test_config_carries_nothing_the_masks_can_be_rebuilt_from(demo
 
 def test_ids_lists_rows_and_the_help_example_is_a_demo_row(demo_ds, capsys):
     from annotate.cli import EXAMPLE_ID, main
-    from annotate.demo import DemoConfig, assign_splits, make_speakers, utterance_ids
+    from annotate.sources.demo.corpus import DemoConfig, assign_splits, make_speakers, utterance_ids
 
     assert main(["ids", str(demo_ds), "--split", "test", "--vocoder", "world"]) == 0
     ids = capsys.readouterr().out.split()
@@ -348,7 +348,7 @@ def test_ids_lists_rows_and_the_help_example_is_a_demo_row(demo_ds, capsys):
 
 
 def test_score_a_subset_and_the_leaderboard_refuses_to_mix_it(demo_ds, tmp_path, capsys):
-    from annotate.submission import write_submission
+    from annotate.core.submission import write_submission
     from benchmark.cli import main
 
     rows = read_table(demo_ds, "test", ["id", "mask"]).to_pylist()
@@ -387,7 +387,7 @@ def test_one_package_version_and_a_separate_format_version():
     import tomllib
 
     import annotate
-    from annotate.build import BuildConfig
+    from annotate.pipeline.build import BuildConfig
 
     pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
     assert annotate.__version__ == pyproject
@@ -408,7 +408,7 @@ def test_a_wheel_ships_the_datacards_and_card_runs_from_the_installed_copy(demo_
     (wheel,) = wheels.glob("vocmask-*.whl")
     site = tmp_path / "site"
     with zipfile.ZipFile(wheel) as z:
-        assert any(n.startswith("annotate/datacards/") and n.endswith("librisevoc.md") for n in z.namelist())
+        assert any(n.startswith("annotate/hub/datacards/") and n.endswith("librisevoc.md") for n in z.namelist())
         z.extractall(site)
     card = tmp_path / "card" / "README.md"
     code = ("import sys; sys.path.insert(0, sys.argv[1]); import annotate, annotate.cli; "

@@ -9,7 +9,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from annotate.audio import decode_bytes
+from annotate.core.audio import decode_bytes
 from benchmark.cli import main
 from benchmark.faithfulness import faithfulness
 from benchmark.localisation import localisation_scores
@@ -100,7 +100,7 @@ class EnergyDetector(torch.nn.Module):
     """Toy detector: spoof logit grows with high-band (> 2 kHz) magnitude."""
 
     def forward(self, x):
-        from annotate.spectral import stft
+        from annotate.core.spectral import stft
 
         z = stft(x).abs()[:, :, 64:].mean(dim=(1, 2)) * 50 - 1.0
         return torch.stack([torch.zeros_like(z), z], dim=1)

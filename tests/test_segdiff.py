@@ -374,8 +374,8 @@ def test_metrics_iou_f1():
 
 
 def _write_dataset(root, utts, split):
-    from annotate.audio import encode_flac
-    from annotate.dataset import ShardWriter, features
+    from annotate.core.audio import encode_flac
+    from annotate.core.dataset import ShardWriter, features
 
     feats = features(n_freq=NF)
     w = ShardWriter(root / "data" / f"{split}-00000-of-00001.parquet", feats)

@@ -5,7 +5,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from annotate.submission import parse_shard, shard_rows
+from annotate.core.submission import parse_shard, shard_rows
 from baselines.cli import main as explain_main
 from baselines.explain import ExplainConfig, run
 from baselines.shap import ShapConfig

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from annotate.spectral import (MaskConfig, STFTConfig, artifact_mask, gaussian_kernel, istft, log_magnitude,
+from annotate.core.spectral import (MaskConfig, STFTConfig, artifact_mask, gaussian_kernel, istft, log_magnitude,
                                relative_difference, stft, threshold)
 
 
@@ -71,7 +71,7 @@ def test_shapes_must_match():
 
 @pytest.mark.parametrize("n", [1, 2, 7, 4095, 4096, 106141])
 def test_fast_quantile_is_numpy_quantile_bit_for_bit(n):
-    from annotate.spectral import quantile
+    from annotate.core.spectral import quantile
 
     rng = np.random.default_rng(n)
     for x in (rng.standard_normal(n).astype(np.float32), rng.exponential(size=n).astype(np.float32) ** 3,
@@ -84,7 +84,7 @@ def test_fast_quantile_is_numpy_quantile_bit_for_bit(n):
 def test_smoothing_matches_scipy_ndimage():
     from scipy import ndimage
 
-    from annotate.spectral import smooth
+    from annotate.core.spectral import smooth
 
     cfg = MaskConfig()
     m = np.abs(np.random.default_rng(5).standard_normal((2, 101, 257))).astype(np.float32)
@@ -96,7 +96,7 @@ def test_smoothing_matches_scipy_ndimage():
 
 
 def test_spectrogram_of_a_prefix_reuses_frames_exactly():
-    from annotate.spectral import stft_of_prefix
+    from annotate.core.spectral import stft_of_prefix
 
     rng = np.random.default_rng(6)
     for _ in range(40):
@@ -111,7 +111,7 @@ def test_flac_quantisation_matches_libsndfile():
 
     import soundfile as sf
 
-    from annotate.audio import decode_bytes, encode_flac
+    from annotate.core.audio import decode_bytes, encode_flac
 
     x = (np.random.default_rng(7).standard_normal(5000) * 0.4).astype(np.float32)
     x[:6] = [0.5 / 32768, 1.5 / 32768, -0.5 / 32768, 1.0, -1.0, 1.7]
@@ -124,7 +124,7 @@ def test_flac_quantisation_matches_libsndfile():
 
 
 def test_fast_quantile_propagates_nan_like_numpy():
-    from annotate.spectral import quantile
+    from annotate.core.spectral import quantile
 
     x = np.random.default_rng(8).standard_normal(10000).astype(np.float32)
     x[17] = np.nan
@@ -135,7 +135,7 @@ def test_pcm16_read_matches_libsndfile_float_path(tmp_path):
     """audio._read scales 16-bit PCM itself (faster): same float32 bits as soundfile's own float read."""
     import soundfile as sf
 
-    from annotate.audio import _read
+    from annotate.core.audio import _read
 
     pcm = np.random.default_rng(9).integers(-32768, 32768, size=(3000, 2)).astype(np.int16)
     pcm[:4] = [[-32768, 32767], [0, 1], [-1, 16384], [12345, -32767]]

@@ -7,8 +7,8 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from annotate.dataset import iter_rows
-from annotate.submission import SubmissionWriter, write_submission
+from annotate.core.dataset import iter_rows
+from annotate.core.submission import SubmissionWriter, write_submission
 from benchmark.cli import main
 from benchmark.stats import BootstrapConfig
 from benchmark.temporal import (
@@ -96,7 +96,7 @@ def test_pooled_oracle_is_perfect_and_random_near_50():
 
 @pytest.fixture(scope="module")
 def part(demo_ds, tmp_path_factory):
-    from annotate.partial import PartialConfig, make_partial
+    from annotate.pipeline.partial import PartialConfig, make_partial
 
     root = tmp_path_factory.mktemp("temporal")
     ds = root / "part"
@@ -203,7 +203,7 @@ def _tiny_detector_cfg():
 
 
 def test_partial_rows_as_detector_items(part):
-    from annotate.audio import decode_bytes
+    from annotate.core.audio import decode_bytes
     from training.detector.data import AudioStore, index_split
 
     ds, _, rows = part

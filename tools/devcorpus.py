@@ -110,7 +110,7 @@ def annotate(*args: str) -> None:
 
 def alignment_report(corpus: Path, ds: Path, sample_rate: int) -> dict:
     """Per vocoder: the build's offset against the truth file's lag (median |error| in ms, share within 2 ms)."""
-    from annotate.dataset import read_table
+    from annotate.core.dataset import read_table
 
     truth = json.loads((corpus / "truth.json").read_text())
     rows = read_table(ds, columns=["id", "offset", "vocoder"]).to_pylist()
@@ -153,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
         "alignment": alignment_report(corpus, ds, 16000),
     }
     figs.mkdir(exist_ok=True)
-    from annotate.dataset import read_table
+    from annotate.core.dataset import read_table
 
     rows = read_table(ds, columns=["id", "vocoder", "split", "speaker", "num_samples"]).to_pylist()
     for voc in sorted({r["vocoder"] for r in rows}):

@@ -10,7 +10,7 @@ import sys
 from dataclasses import dataclass
 from typing import Callable
 
-from annotate.console import quiet_broken_pipe
+from annotate.core.console import quiet_broken_pipe
 
 SUBCOMMANDS: dict[str, str] = {
     "detector": "training.detector.commands:DETECTOR",

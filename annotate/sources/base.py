@@ -19,7 +19,7 @@ class Pair:
 
     ``id`` is unique per row (``{vocoder}__{utt_id}``); ``utt_id`` names the real utterance and groups
     every spoof of it (they always share a split). ``split`` is ``None`` when the corpus has no
-    official split; :func:`annotate.splits.assign_splits` fills it.
+    official split; :func:`annotate.pipeline.splits.assign_splits` fills it.
     """
 
     id: str
@@ -41,7 +41,7 @@ class LabelledSpoof(Pair):
 
     ``real_path`` is empty; ``labels`` has one character per ``segment_seconds`` from the start, ``'1'`` =
     spoofed (vocmask's polarity, whatever the corpus uses). The build writes it with ``frame_labels`` and no
-    T-F mask (:mod:`annotate.labelled`)."""
+    T-F mask (:mod:`annotate.pipeline.labelled`)."""
 
     labels: str = ""
     segment_seconds: float = 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from annotate.console import NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, check_options
+from annotate.core.console import NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, check_options
 
 from ..cli import Command
 
@@ -61,7 +61,7 @@ def _split_teacher(value: str) -> tuple[str, str | None]:
 
 def _teachers(values: list[str] | None, dataset: str | None, split: str) -> list[tuple[str, str]]:
     """The (checkpoint, dataset) pairs of the --from options, each checked before any work."""
-    from annotate.dataset import shard_paths
+    from annotate.core.dataset import shard_paths
 
     from .model import read_meta
 
@@ -179,7 +179,7 @@ def _run_evaluate(a: argparse.Namespace) -> int:
 
     check_options(a, {"batch_size": POSITIVE, "max_windows": POSITIVE, "nc_train_per_class": POSITIVE,
                       "seed": NON_NEGATIVE, "threads": POSITIVE, "nc_confidence": PROBABILITY})
-    from annotate.dataset import shard_paths
+    from annotate.core.dataset import shard_paths
 
     for ds, split in ((a.dataset, a.split), (a.nc_train_dataset, "train")):
         if ds is not None and not shard_paths(ds, split):

@@ -11,8 +11,8 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from annotate.audio import decode_bytes
-from annotate.dataset import Dataset, open_dataset, shard_paths
+from annotate.core.audio import decode_bytes
+from annotate.core.dataset import Dataset, open_dataset, shard_paths
 
 AUDIO_COLUMN = {0: "real_audio", 1: "spoof_audio"}
 REAL_VOCODER = "bonafide"

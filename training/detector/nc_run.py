@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from . import nc
-from annotate.dataset import shard_paths
+from annotate.core.dataset import shard_paths
 
 from .data import AudioStore, Item, index_split, open_store, read_manifest, select_items, write_manifest
 from .evaluate import run_items

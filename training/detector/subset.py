@@ -11,7 +11,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from annotate.dataset import open_shard, shard_paths, splits
+from annotate.core.dataset import open_shard, shard_paths, splits
 
 DETECTOR_COLUMNS = ("id", "utt_id", "vocoder", "augment_copy", "real_audio", "spoof_audio", "frame_labels")
 SUBSET_FILE = "subset.json"

@@ -83,7 +83,7 @@ def _batch(store: AudioStore | MultiStore, items: Sequence[Item], idx: np.ndarra
             rng = np.random.default_rng([tcfg.seed, step, int(positions[k])])
         x = random_crop(store.wave(it), n, rng)
         if tcfg.rawboost_algo and rng.random() < tcfg.rawboost_prob:
-            from annotate import rawboost  # lazy: numpy/scipy-heavy, optional
+            from annotate.core import rawboost  # lazy: numpy/scipy-heavy, optional
 
             x = rawboost.augment(x, tcfg.rawboost_algo, int(rng.integers(2**31)), sr)
         waves.append(x)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from annotate.console import NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, between, check_options
+from annotate.core.console import NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, between, check_options
 
 from .config import preset, replace
 

@@ -13,9 +13,9 @@ from typing import Callable
 import numpy as np
 import torch
 
-from annotate.audio import decode_bytes
-from annotate.dataset import iter_rows, shard_paths
-from annotate.spectral import DEFAULT_STFT
+from annotate.core.audio import decode_bytes
+from annotate.core.dataset import iter_rows, shard_paths
+from annotate.core.spectral import DEFAULT_STFT
 
 
 @dataclass

@@ -212,8 +212,8 @@ def explain_split(checkpoint, dataset, split, out_path, *, n_samples: int = 32, 
     (default half the training crop; the crop length itself = no overlap, half the cost)."""
     from tqdm import tqdm
 
-    from annotate.dataset import iter_rows, row_count
-    from annotate.submission import SubmissionWriter, shard_metadata, shard_rows
+    from annotate.core.dataset import iter_rows, row_count
+    from annotate.core.submission import SubmissionWriter, shard_metadata, shard_rows
 
     from .data import row_to_utterance
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .config import SegDiffConfig, replace
-from annotate.spectral import DEFAULT_STFT
+from annotate.core.spectral import DEFAULT_STFT
 from training.distributed import World
 
 from .data import CropSampler, Normaliser, SpecCondition, Utterance, load_split

@@ -57,7 +57,7 @@ def load_checkpoint(path: str | Path) -> tuple[UNet, UNetConfig, Normaliser, dic
 
 def row_count(dataset, split: str) -> int:
     """Rows of a split from the Parquet footers (no data read)."""
-    from annotate.dataset import row_count as count
+    from annotate.core.dataset import row_count as count
 
     return count(dataset, split)
 
@@ -68,8 +68,8 @@ def explain_split(checkpoint, dataset, split: str, out_path, *, limit: int | Non
     only part I of N of them)."""
     from tqdm import tqdm
 
-    from annotate.dataset import iter_rows
-    from annotate.submission import SubmissionWriter, shard_metadata, shard_rows
+    from annotate.core.dataset import iter_rows
+    from annotate.core.submission import SubmissionWriter, shard_metadata, shard_rows
 
     from training.segdiff.data import row_to_utterance
 

@@ -5,7 +5,7 @@ boundaries moved to the quietest nearby point), and the result is annotated like
 
 - labels are exact to the sample: a sample is spoofed when its spoof weight is > 0, i.e. inside a span
   ``[start, end)`` crossfades included; everywhere else the output equals the real bit for bit;
-- ``frame_labels`` is the spoofed fraction of each STFT frame's cell (:func:`annotate.dataset.frame_labels_from_samples`);
+- ``frame_labels`` is the spoofed fraction of each STFT frame's cell (:func:`annotate.core.dataset.frame_labels_from_samples`);
 - the T-F mask is Eq. 2 of the spliced signal against the real, restricted to the frames whose analysis
   window (plus the Gaussian's time footprint) reaches a span, where D is exactly 0 by construction, and it
   never keeps a bin with D = 0: ``mask = (D > quantile(D, q)) & (D > 0)`` (when the spans cover less than
@@ -26,9 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import decode_bytes, encode_flac
+from ..core.audio import decode_bytes, encode_flac
 from .build import float16_saturated
-from .dataset import (
+from ..core.dataset import (
     PARTIAL_COLUMNS,
     ShardWriter,
     build_config,
@@ -36,7 +36,7 @@ from .dataset import (
     partial_features,
     shard_paths,
 )
-from .spectral import MaskConfig, STFTConfig, log_magnitude, quantile, relative_difference, stft
+from ..core.spectral import MaskConfig, STFTConfig, log_magnitude, quantile, relative_difference, stft
 
 BONAFIDE = "bonafide"
 
@@ -130,7 +130,7 @@ def splice_weights(n: int, spans: list[tuple[int, int]], xf: int) -> np.ndarray:
 
 
 def quantise16(x: np.ndarray) -> np.ndarray:
-    """The samples :func:`annotate.audio.encode_flac` stores (16-bit grid), as float32."""
+    """The samples :func:`annotate.core.audio.encode_flac` stores (16-bit grid), as float32."""
     y = np.rint(np.multiply(x, np.float32(32768.0), dtype=np.float32))
     return (np.clip(y, -32768, 32767) / np.float32(32768.0)).astype(np.float32)
 
@@ -204,7 +204,7 @@ def make_partial(ds: str | Path, out: str | Path, cfg: PartialConfig = PartialCo
     """Write the partially spoofed dataset of ``ds`` into ``out``; returns the summary (also summary.json)."""
     from tqdm.auto import tqdm
 
-    from .dataset import iter_shard_rows, open_shard
+    from ..core.dataset import iter_shard_rows, open_shard
 
     cfg.validate()
     ds, out = Path(ds), Path(out)

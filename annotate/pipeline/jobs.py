@@ -17,7 +17,7 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-from .storage import Store
+from ..core.storage import Store
 
 BACKENDS = ("loky", "dask", "ray")
 PARTS = ".parts"

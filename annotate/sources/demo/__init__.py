@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .base import Pair, Reject
-from . import librisevoc
+from ..base import Pair, Reject
+from .. import librisevoc
 
 
 def resolved_root(root: str | Path | None = None) -> Path:
-    """Where the demo corpus lives: ``root`` if given, else :func:`annotate.demo.default_root`."""
-    from ..demo import default_root
+    """Where the demo corpus lives: ``root`` if given, else :func:`annotate.sources.demo.corpus.default_root`."""
+    from .corpus import default_root
 
     return Path(root) if root is not None else default_root()
 
@@ -19,7 +19,7 @@ def read(root: str | Path | None = None, *, real_root: str | Path | None = None)
     """Generate the demo corpus if needed, then list its pairs (source = "demo")."""
     import json
 
-    from ..demo import MARKER, REVISION, ensure
+    from .corpus import MARKER, REVISION, ensure
 
     base = resolved_root(root)
     marker = base / MARKER

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 
 from .card import (FIGURE_NAME, KEY_COLUMNS, ROW_FIGURE_NAME, WITHHELD_COLUMNS, CardError, check_complete, render_card,
                    split_features, template_warning, without_withheld)
-from .dataset import META_KEY, build_config, open_shard
+from ..core.dataset import META_KEY, build_config, open_shard
 
 KEY_FORMAT = "vocmask-key/1"
 TREE_ENTRIES = {"README.md", "data", FIGURE_NAME, ROW_FIGURE_NAME}
@@ -367,14 +367,14 @@ def publish(ds: str | Path, repo_id: str, *, dry_run: str | Path | None = None, 
 def _common(p) -> None:
     p.add_argument("--pretty-name", help="title of the card (default: the source template's)")
     p.add_argument("--license", help="Hub licence id overriding the template's (e.g. cc-by-4.0, other)")
-    p.add_argument("--template", help="card template (Markdown with YAML header) instead of annotate/datacards/{source}.md")
+    p.add_argument("--template", help="card template (Markdown with YAML header) instead of annotate/hub/datacards/{source}.md")
     p.add_argument("--no-figure", action="store_true", help="skip the example-mask figures")
 
 
 def add_parsers(sub) -> None:
     """Register `card` and `publish` on the `annotate` subparsers."""
     p = sub.add_parser("card", help="write the Hub data card (README.md + figures) of a built dataset",
-                       description="Fill the source's template (annotate/datacards/) from the build: counts, hours, mask coverage, "
+                       description="Fill the source's template (annotate/hub/datacards/) from the build: counts, hours, mask coverage, "
                                    "alignment statistics, rejects, every build parameter, example masks, citations, licence.")
     p.add_argument("dataset")
     p.add_argument("-o", "--output", help="card path (default DS/README.md); figures go next to it")

@@ -21,16 +21,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import FORMAT_VERSION
+from .. import FORMAT_VERSION
 from .align import AlignConfig, AlignmentError, align, logmel_features
-from .audio import AudioError, encode_flac, load
-from .dataset import ShardWriter, features, partial_features
+from ..core.audio import AudioError, encode_flac, load
+from ..core.dataset import ShardWriter, features, partial_features
 from .jobs import JobError, Task, pinned_parameters, run_tasks, stale_tasks
-from .rawboost import RawBoostConfig
-from .sources import LabelledSpoof, Pair, Reject, read_source
-from .sources.base import SPLITS
-from .storage import Store
-from .spectral import MaskConfig, STFTConfig, artifact_mask, log_magnitude, stft, stft_of_prefix
+from ..core.rawboost import RawBoostConfig
+from ..sources import LabelledSpoof, Pair, Reject, read_source
+from ..sources.base import SPLITS
+from ..core.storage import Store
+from ..core.spectral import MaskConfig, STFTConfig, artifact_mask, log_magnitude, stft, stft_of_prefix
 from .splits import assign_splits
 
 FLOAT16_MAX = 65504.0
@@ -97,7 +97,7 @@ def public_config(cfg: BuildConfig) -> dict:
 def rawboost_plan(pair_id: str, cfg: BuildConfig) -> list[tuple[int, int, int]]:
     """``(copy, algo, seed)`` for each row a pair yields: copy 0 is augmented with ``rawboost_prob``,
     copies 1..K always; seeds come from (global seed, pair id, copy), so any row can be replayed."""
-    from .rawboost import pair_seed, should_augment
+    from ..core.rawboost import pair_seed, should_augment
 
     plan = []
     for copy in range(cfg.augment_copies + 1):
@@ -152,7 +152,7 @@ def annotate_pair(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> li
     """All rows of one pair (one per augmentation copy). Raises AudioError/AlignmentError to reject it.
 
     ``reuse``: a dict the caller keeps across the pairs of a shard, holding the last real's analysis.
-    A :class:`LabelledSpoof` (no real twin) gets frame labels and no mask instead (:mod:`annotate.labelled`)."""
+    A :class:`LabelledSpoof` (no real twin) gets frame labels and no mask instead (:mod:`annotate.pipeline.labelled`)."""
     if isinstance(pair, LabelledSpoof):
         from .labelled import labelled_rows
 
@@ -170,7 +170,7 @@ def annotate_pair(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> li
     for copy, algo, seed in rawboost_plan(pair.id, cfg):
         r, s = real_a, spoof_a
         if algo:
-            from .rawboost import augment_pair
+            from ..core.rawboost import augment_pair
 
             r, s = augment_pair(real_a, spoof_a, algo, seed, sr, cfg.rawboost)
             spec_ra, spec_sa = stft(r, cfg.stft), stft(s, cfg.stft)
@@ -306,7 +306,7 @@ def plan_shards(pairs: list[Pair], shard_size: int) -> list[ShardTask]:
 
 
 def row_features(pairs: list[Pair], cfg: BuildConfig):
-    """The rows' features: :func:`annotate.dataset.features`, or :func:`~annotate.dataset.partial_features`
+    """The rows' features: :func:`annotate.core.dataset.features`, or :func:`~annotate.core.dataset.partial_features`
     (``frame_labels``, ``spans``) for a corpus of labelled spoofs without real twins."""
     make = partial_features if any(isinstance(p, LabelledSpoof) for p in pairs) else features
     return make(cfg.stft.n_freq, cfg.stft.sample_rate)
@@ -339,7 +339,7 @@ def build(cfg: BuildConfig, out: str | Path, *, workers: int = 1, overwrite: boo
     store = Store(out)
     pairs, read_rejects = read_source(cfg.source, cfg.root, real_root=cfg.real_root)
     if cfg.source == "demo" and cfg.root is None:
-        from .sources.demo import resolved_root
+        from ..sources.demo import resolved_root
 
         cfg = replace(cfg, root=str(resolved_root()))
     pairs = assign_splits(pairs, cfg.split_policy, cfg.seed)

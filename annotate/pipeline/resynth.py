@@ -2,7 +2,7 @@
 LibriSeVoc and WaveFake), offline on a CPU.
 
 Every audio file under ``--real-root`` (any rate soundfile reads, stereo mixed down, nested folders) becomes
-one real utterance; each vocoder (:mod:`annotate.vocoders`) re-synthesises it. The output is a LibriSeVoc-
+one real utterance; each vocoder (:mod:`annotate.pipeline.vocoders`) re-synthesises it. The output is a LibriSeVoc-
 layout corpus that ``annotate build --source librisevoc --root OUT`` reads with no other option::
 
     OUT/gt/{ID}.wav                 the real, mono 16-bit PCM at --sample-rate
@@ -13,7 +13,7 @@ layout corpus that ``annotate build --source librisevoc --root OUT`` reads with 
 
 IDs are LibriTTS-like: ``{speaker}_{rest of the path}`` with the path's folders joined by ``-``; the speaker is
 the first folder under ``--real-root`` (a file directly in it is its own speaker). Work is planned in fixed
-chunks of files and run by :mod:`annotate.jobs` (resumable, any worker count, same bytes whatever the count:
+chunks of files and run by :mod:`annotate.pipeline.jobs` (resumable, any worker count, same bytes whatever the count:
 every random draw is seeded by (seed, utterance id, vocoder)).
 """
 from __future__ import annotations
@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .audio import AudioError, load
+from ..core.audio import AudioError, load
 from .jobs import JobError, Task, pinned_parameters, run_tasks, stale_tasks
-from .sources.base import Reject, pair_id
+from ..sources.base import Reject, pair_id
 from .splits import DEFAULT_FRACTIONS, assign_groups
-from .storage import Store
+from ..core.storage import Store
 from .vocoders import Vocoder, lag, parse_all
 
 AUDIO_EXTS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3", ".aif", ".aiff", ".au", ".snd", ".caf", ".w64", ".rf64")

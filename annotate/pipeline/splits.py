@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
-from .sources.base import Pair
+from ..sources.base import Pair
 
 POLICIES = ("official", "utterance", "speaker")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)

@@ -27,7 +27,7 @@ import soundfile as sf
 from scipy import signal
 from scipy.ndimage import gaussian_filter1d
 
-from .vocoders import codec, f0_track as _f0_track, fit as _fit, intrinsic_delay, logmag_offset, lpc as voc_lpc, world as voc_world, xcorr_lag
+from ...pipeline.vocoders import codec, f0_track as _f0_track, fit as _fit, intrinsic_delay, logmag_offset, lpc as voc_lpc, world as voc_world, xcorr_lag
 
 VERSION = "demo-v1"
 REVISION = 3  # bump when the generator's output changes, so ensure() rebuilds cached corpora

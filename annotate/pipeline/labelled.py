@@ -2,12 +2,12 @@
 e.g. PartialSpoof): the spoof alone, ``frame_labels`` from the segment labels, no T-F mask.
 
 Per utterance: decode + resample -> (RawBoost of the spoof alone, optional) -> STFT -> one row with the columns of
-:func:`annotate.dataset.partial_features`, where ``real_audio``, ``mask`` and ``diff`` are null (nothing to
+:func:`annotate.core.dataset.partial_features`, where ``real_audio``, ``mask`` and ``diff`` are null (nothing to
 compare against), ``offset`` is 0 and ``align_score`` NaN (nothing was aligned). Segment ``k`` covers samples
 ``[k*L, (k+1)*L)`` with ``L = segment_seconds * sample_rate``; samples past the last segment take its label, and
 labels that miss the audio's length by more than one segment (or 40 ms, whichever is longer) reject the
 utterance. ``frame_labels`` is the spoofed fraction of each frame's cell
-(:func:`annotate.dataset.frame_labels_from_samples`, as for ``annotate partial``); ``spans`` the spoofed
+(:func:`annotate.core.dataset.frame_labels_from_samples`, as for ``annotate partial``); ``spans`` the spoofed
 ``[start, end)`` sample ranges.
 """
 from __future__ import annotations
@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .audio import AudioError, encode_flac, load
-from .dataset import frame_labels_from_samples
-from .spectral import log_magnitude, stft
+from ..core.audio import AudioError, encode_flac, load
+from ..core.dataset import frame_labels_from_samples
+from ..core.spectral import log_magnitude, stft
 
 LENGTH_SLACK = 0.04  # seconds the labels may miss the audio by when that is more than one segment
 
 if TYPE_CHECKING:
     from .build import BuildConfig
-    from .sources.base import LabelledSpoof
+    from ..sources.base import LabelledSpoof
 
 
 def sample_labels(labels: str, segment_seconds: float, n: int, sr: int) -> np.ndarray:
@@ -64,7 +64,7 @@ def labelled_rows(pair: "LabelledSpoof", cfg: "BuildConfig") -> list[dict]:
     for copy, algo, seed in rawboost_plan(pair.id, cfg):
         s = spoof
         if algo:
-            from .rawboost import augment
+            from ..core.rawboost import augment
 
             s = augment(spoof, algo, seed, sr, cfg.rawboost)
         mag = np.abs(stft(s, cfg.stft))

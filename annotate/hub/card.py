@@ -1,4 +1,4 @@
-"""`annotate card`: the Hub data card of a built dataset, from the source's template in ``annotate/datacards/``.
+"""`annotate card`: the Hub data card of a built dataset, from the source's template in ``annotate/hub/datacards/``.
 
 A template is Markdown with a YAML front matter (the source's licence, language, tags, pretty name,
 and an optional ``vocmask:`` block read here and never published) and ``${name}`` placeholders that
@@ -21,9 +21,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import __version__
-from .dataset import SHARD_RE, build_config, open_shard, shard_paths
-from .show import save_figure
+from .. import __version__
+from ..core.dataset import SHARD_RE, build_config, open_shard, shard_paths
+from ..show import save_figure
 
 # the withheld test config drops everything the masks can be rebuilt from: the mask, D, and the real twin
 # (mask = Eq. 2 of the spoof against its aligned real); the private key keeps mask and D
@@ -54,12 +54,12 @@ class CardError(ValueError):
 
 
 def templates_dir() -> Path:
-    """The package's ``annotate/datacards/`` (package data, so a regular install ships it; ``VOCMASK_DATACARDS``
+    """The package's ``annotate/hub/datacards/`` (package data, so a regular install ships it; ``VOCMASK_DATACARDS``
     overrides it)."""
     from importlib.resources import files
 
     env = os.environ.get("VOCMASK_DATACARDS")
-    return Path(env) if env else Path(str(files("annotate") / "datacards"))
+    return Path(env) if env else Path(str(files("annotate.hub") / "datacards"))
 
 
 # ----------------------------------------------------------------------------------------------- statistics
@@ -234,7 +234,7 @@ def rejects_block(ds: str | Path) -> str:
     by_stage: Counter = Counter()
     rej = ds / "rejects.jsonl"
     if rej.exists():
-        from .build import reject_kind
+        from ..pipeline.build import reject_kind
 
         for line in rej.read_text().splitlines():
             if line.strip():
@@ -398,7 +398,7 @@ def mask_figure(ds: str | Path, ids: list[str], out: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .show import find_row
+    from ..show import find_row
 
     cfg = build_config(ds)
     sr, hop = cfg["stft"]["sample_rate"], cfg["stft"]["hop_length"]
@@ -534,14 +534,14 @@ def render_card(ds: str | Path, out: str | Path | None = None, *, repo_id: str |
     stats = collect_stats(ds)
     if figure and not stats["masks"]:  # frame labels only: the row picture shows them
         if ids := pick_rows(ds, public):
-            from .show import show
+            from ..show import show
 
             show(ds, ids[0], out.parent / ROW_FIGURE_NAME)
             figure_md = f"One utterance (spoof log-magnitude and its frame labels):\n\n![{ids[0]}]({ROW_FIGURE_NAME})"
     elif figure:
         ids = pick_rows(ds, public)
         if ids:
-            from .show import show
+            from ..show import show
 
             mask_figure(ds, ids, out.parent / FIGURE_NAME)
             show(ds, ids[0], out.parent / ROW_FIGURE_NAME)

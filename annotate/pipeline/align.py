@@ -19,7 +19,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from .spectral import DEFAULT_STFT, STFTConfig
+from ..core.spectral import DEFAULT_STFT, STFTConfig
 
 
 class AlignmentError(Exception):

@@ -68,7 +68,7 @@ def partial_features(n_freq: int = DEFAULT_STFT.n_freq, sample_rate: int = DEFAU
 
     Datasets built by ``annotate build`` keep :func:`features`; readers tell the two apart by these columns.
     A corpus that ships its own segment labels and no real twins (``--source partialspoof``) is built with these
-    features too, its ``real_audio``, ``mask`` and ``diff`` null (:mod:`annotate.labelled`)."""
+    features too, its ``real_audio``, ``mask`` and ``diff`` null (:mod:`annotate.pipeline.labelled`)."""
     from datasets import Sequence, Value
 
     feats = features(n_freq, sample_rate)
