@@ -9,6 +9,7 @@ import pyarrow.compute as pc
 
 from .core.audio import decode_bytes
 from .core.dataset import array2d, build_config, open_dataset, read_table
+from .core.figures import save_figure
 from .core.spectral import MaskConfig, STFTConfig, log_magnitude, smooth, stft
 
 
@@ -77,18 +78,6 @@ def _show_labelled(row: dict, row_id: str, stft_cfg: STFTConfig, out: str | Path
     b.set_xlabel("time (s)")
     fig.suptitle(f"{row_id}  ({row['vocoder']}, speaker {row['speaker']}, {row['split']})", fontsize=10)
     return save_figure(fig, out or f"{row_id}.png")
-
-
-def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
-    """Lay out, write (creating the folder) and close a matplotlib figure; returns the PNG's path."""
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=dpi)
-    plt.close(fig)
-    return path
 
 
 def _mean(x: np.ndarray) -> float:

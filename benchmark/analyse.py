@@ -145,7 +145,7 @@ def plot(per_utt: list[dict], maps: dict, truth, ds, split: str, path: Path, sca
     import matplotlib.pyplot as plt
 
     from annotate.core.audio import decode_bytes
-    from annotate.show import save_figure
+    from annotate.core.figures import save_figure
 
     from .score import iter_split
 

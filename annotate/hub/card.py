@@ -23,7 +23,7 @@ import pyarrow.compute as pc
 
 from .. import __version__
 from ..core.dataset import SHARD_RE, build_config, open_shard, shard_paths
-from ..show import save_figure
+from ..core.figures import save_figure
 
 # the withheld test config drops everything the masks can be rebuilt from: the mask, D, and the real twin
 # (mask = Eq. 2 of the spoof against its aligned real); the private key keeps mask and D

@@ -11,7 +11,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from annotate.show import save_figure
+from annotate.core.figures import save_figure
 
 from .data import AudioStore, Item, MultiStore, index_split, windows
 from .model import Wav2Vec2AASIST, load_detector

@@ -8,7 +8,7 @@ from typing import Sequence
 
 import numpy as np
 
-from annotate.show import save_figure
+from annotate.core.figures import save_figure
 
 
 def class_means(emb: np.ndarray, labels: np.ndarray) -> np.ndarray:
