@@ -8,16 +8,16 @@
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
 
+from annotate.core.commands import run_cli
 from annotate.core.console import quiet_broken_pipe
 
 from training.segdiff.config import EXPLAIN_DDIM_STEPS, EXPLAIN_SAMPLES
 
-from .explain import METHODS, SEGDIFF_METHODS, UNET_METHOD
+from .methods import METHODS, SEGDIFF_METHODS, UNET_METHOD
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-batch", type=int, default=None,
                    help="chains denoised together (default 8, cache-sized for a CPU; raise it on a GPU)")
     g.add_argument("--hop", type=int, default=None, help="crop hop in frames (default: half the training crop)")
+    p.set_defaults(_run=_run)
     return p
 
 
@@ -118,14 +119,7 @@ def _run(a: argparse.Namespace) -> int:
 
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except (FileNotFoundError, ValueError, ImportError) as e:
-        if os.environ.get("VOCMASK_DEBUG"):
-            raise
-        print(f"explain: error: {e}", file=sys.stderr)
-        return 2
+    return run_cli("explain", build_parser(), argv)
 
 
 if __name__ == "__main__":

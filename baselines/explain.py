@@ -22,12 +22,8 @@ from annotate.core.spectral import DEFAULT_STFT, STFTConfig
 
 from .attnlrp import LRPConfig
 from .chance import CHANCE, chance_heatmap, row_seed
+from .methods import DETECTOR_METHODS, METHODS
 from .shap import ShapConfig
-
-DETECTOR_METHODS = ("deepshap", "gradientshap", "attnlrp", "gradcam")
-SEGDIFF_METHODS = ("specsegdiff", "addsegdiff")
-UNET_METHOD = "unet"
-METHODS = DETECTOR_METHODS + CHANCE + SEGDIFF_METHODS + (UNET_METHOD,)
 VERSION = 1
 
 

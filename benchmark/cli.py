@@ -8,83 +8,85 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Callable
 
-from annotate.core.console import OptionError, quiet_broken_pipe
+from annotate.core.commands import Command, command_parser, run_cli
+from annotate.core.console import quiet_broken_pipe
 
 from training.segdiff.config import EXPLAIN_DDIM_STEPS, EXPLAIN_SAMPLES
 
 from .stats import BootstrapConfig
-from .submission import SubmissionError
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="benchmark", description="Score explanation heatmaps against vocmask ground truth.")
-    sub = p.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("score", help="validate and score a submission (Parquet file or folder)")
-    s.add_argument("submission", help="Parquet file or folder with columns id, heatmap")
-    s.add_argument("--dataset", required=True, help="vocmask dataset folder")
-    s.add_argument("--split", default="test")
-    s.add_argument("--detector", help="detector checkpoint: adds the faithfulness metrics AI/AD/AG/Fid-In")
-    s.add_argument("--key", help="private Parquet (id, mask) holding withheld test masks; replaces the dataset's masks")
-    s.add_argument("--name", help="method name shown in tables (default: submission metadata 'method', else file name)")
-    s.add_argument("-o", "--output", help="write the result JSON here")
-    s.add_argument("--workers", type=int, default=1, help="processes computing the metrics (default 1)")
-    s.add_argument("--limit", type=int, help="score only the split's first N rows (as `explain --limit N` explains them)")
-    s.add_argument("--ids", metavar="FILE", help="score only the ids listed in FILE, one a line (e.g. from `annotate ids`)")
-    s.add_argument("--track", choices=("auto", "tf", "temporal"), default="auto",
+def _score_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("submission", help="Parquet file or folder with columns id, heatmap")
+    p.add_argument("--dataset", required=True, help="vocmask dataset folder")
+    p.add_argument("--split", default="test")
+    p.add_argument("--detector", help="detector checkpoint: adds the faithfulness metrics AI/AD/AG/Fid-In")
+    p.add_argument("--key", help="private Parquet (id, mask) holding withheld test masks; replaces the dataset's masks")
+    p.add_argument("--name", help="method name shown in tables (default: submission metadata 'method', else file name)")
+    p.add_argument("-o", "--output", help="write the result JSON here")
+    p.add_argument("--workers", type=int, default=1, help="processes computing the metrics (default 1)")
+    p.add_argument("--limit", type=int, help="score only the split's first N rows (as `explain --limit N` explains them)")
+    p.add_argument("--ids", metavar="FILE", help="score only the ids listed in FILE, one a line (e.g. from `annotate ids`)")
+    p.add_argument("--track", choices=("auto", "tf", "temporal"), default="auto",
                    help="tf: T-F masks; temporal: frame_labels (T-F maps reduced to time); auto: temporal for 1-D heatmaps")
-    _boot_args(s)
+    _boot_args(p)
 
-    v = sub.add_parser("validate", help="run every submission check without scoring")
-    v.add_argument("submission")
-    v.add_argument("--dataset", required=True)
-    v.add_argument("--split", default="test")
-    v.add_argument("--key")
-    v.add_argument("--track", choices=("auto", "tf", "temporal"), default="auto", help="as for `score --track`")
 
-    m = sub.add_parser("merge", help="check and join the parts of `explain --shard I/N` into one submission")
-    m.add_argument("parts", nargs="+", help="the part files (or folders of them): shards 0/N .. N-1/N, each once")
-    m.add_argument("-o", "--output", required=True, help="the joined submission Parquet file to write")
+def _validate_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("submission")
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--split", default="test")
+    p.add_argument("--key")
+    p.add_argument("--track", choices=("auto", "tf", "temporal"), default="auto", help="as for `score --track`")
 
-    lb = sub.add_parser("leaderboard", help="rank result JSONs (chance baselines always included)")
-    lb.add_argument("results", help="folder of result JSONs from `benchmark score -o`")
-    lb.add_argument("--format", choices=("md", "csv", "html"), default="md")
-    lb.add_argument("--metric", default="IoU", help="ranking metric (default IoU)")
-    lb.add_argument("--dataset", help="dataset for missing chance rows (default: the one named in the results)")
-    lb.add_argument("--split", help="split for missing chance rows (default: the results' split)")
-    lb.add_argument("--key", help="private masks for the chance rows, as for `score --key`")
-    lb.add_argument("--save-chance", action="store_true", help="also write computed chance rows into the results folder")
-    lb.add_argument("-o", "--output", help="write the table here instead of stdout")
-    _boot_args(lb)
 
-    r = sub.add_parser("run", help="explain and score every available method, print Table 1 (chance rows included)")
-    r.add_argument("--dataset", required=True, help="vocmask dataset folder")
-    r.add_argument("--detector", help="detector checkpoint: adds DeepSHAP, GradientSHAP, AttnLRP, Grad-CAM and AI/AD/AG/Fid-In")
-    r.add_argument("--segdiff", action="append", default=[], metavar="CKPT",
+def _merge_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("parts", nargs="+", help="the part files (or folders of them): shards 0/N .. N-1/N, each once")
+    p.add_argument("-o", "--output", required=True, help="the joined submission Parquet file to write")
+
+
+def _leaderboard_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("results", help="folder of result JSONs from `benchmark score -o`")
+    p.add_argument("--format", choices=("md", "csv", "html"), default="md")
+    p.add_argument("--metric", default="IoU", help="ranking metric (default IoU)")
+    p.add_argument("--dataset", help="dataset for missing chance rows (default: the one named in the results)")
+    p.add_argument("--split", help="split for missing chance rows (default: the results' split)")
+    p.add_argument("--key", help="private masks for the chance rows, as for `score --key`")
+    p.add_argument("--save-chance", action="store_true", help="also write computed chance rows into the results folder")
+    p.add_argument("-o", "--output", help="write the table here instead of stdout")
+    _boot_args(p)
+
+
+def _run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", required=True, help="vocmask dataset folder")
+    p.add_argument("--detector", help="detector checkpoint: adds DeepSHAP, GradientSHAP, AttnLRP, Grad-CAM and AI/AD/AG/Fid-In")
+    p.add_argument("--segdiff", action="append", default=[], metavar="CKPT",
                    help="SegDiff checkpoint (repeatable); SpecSegDiff or ADDSegDiff from its condition")
-    r.add_argument("--unet", action="append", default=[], metavar="CKPT", help="`train unet` checkpoint (repeatable): the U-Net row")
-    r.add_argument("--split", default="test")
-    r.add_argument("--methods", nargs="+", metavar="M",
+    p.add_argument("--unet", action="append", default=[], metavar="CKPT", help="`train unet` checkpoint (repeatable): the U-Net row")
+    p.add_argument("--split", default="test")
+    p.add_argument("--methods", nargs="+", metavar="M",
                    help="only these (of random smoothed-random energy deepshap gradientshap attnlrp gradcam specsegdiff "
                         "addsegdiff unet); the chance rows are always computed")
-    r.add_argument("--limit", type=int, help="explain and score only the split's first N rows")
-    r.add_argument("--out", default="results", help="folder for result JSONs, submissions/ and table.txt (default results/)")
-    r.add_argument("--segdiff-samples", type=int, default=EXPLAIN_SAMPLES,
+    p.add_argument("--limit", type=int, help="explain and score only the split's first N rows")
+    p.add_argument("--out", default="results", help="folder for result JSONs, submissions/ and table.txt (default results/)")
+    p.add_argument("--segdiff-samples", type=int, default=EXPLAIN_SAMPLES,
                    help=f"SegDiff samples per utterance (default {EXPLAIN_SAMPLES}: explain's default, docs/segdiff.md)")
-    r.add_argument("--ddim-steps", type=int, default=EXPLAIN_DDIM_STEPS,
+    p.add_argument("--ddim-steps", type=int, default=EXPLAIN_DDIM_STEPS,
                    help=f"SegDiff DDIM steps (default {EXPLAIN_DDIM_STEPS}; 0 = every diffusion step)")
-    r.add_argument("--force", action="store_true", help="recompute methods whose result exists")
-    r.add_argument("--threads", type=int, help="torch CPU threads")
-    r.add_argument("--no-progress", action="store_true")
-    _boot_args(r)
+    p.add_argument("--force", action="store_true", help="recompute methods whose result exists")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true")
+    _boot_args(p)
 
-    an = sub.add_parser("analyse", help="temporal activation analysis: bona fide vs spoof, splice boundaries, speech activity")
-    an.add_argument("submission", help="Parquet file or folder of 1-D (or T-F, reduced to time) heatmaps")
-    an.add_argument("--dataset", required=True, help="dataset with frame_labels (`annotate partial`)")
-    an.add_argument("--split", default="test")
-    an.add_argument("-o", "--output", help="folder for analysis.json, analysis.png, per_utterance.jsonl (default: SUB_analysis)")
-    an.add_argument("--examples", type=int, default=3, help="example utterances drawn in the PNG (default 3)")
-    return p
+
+def _analyse_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("submission", help="Parquet file or folder of 1-D (or T-F, reduced to time) heatmaps")
+    p.add_argument("--dataset", required=True, help="dataset with frame_labels (`annotate partial`)")
+    p.add_argument("--split", default="test")
+    p.add_argument("-o", "--output", help="folder for analysis.json, analysis.png, per_utterance.jsonl (default: SUB_analysis)")
+    p.add_argument("--examples", type=int, default=3, help="example utterances drawn in the PNG (default 3)")
 
 
 def _boot_args(p: argparse.ArgumentParser) -> None:
@@ -201,7 +203,6 @@ def _analyse(a) -> int:
 
 def _run(a) -> int:
     from .run import RunConfig, format_table1, run_benchmark
-    from .score import ScoreError
 
     if a.threads is not None:
         import torch
@@ -213,43 +214,41 @@ def _run(a) -> int:
         limit=a.limit, seed=a.seed, boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed),
         segdiff_samples=a.segdiff_samples, ddim_steps=a.ddim_steps or None, force=a.force, progress=not a.no_progress,
     )
-    try:
-        results, notes = run_benchmark(cfg, log=lambda m: print(f"benchmark: {m}", file=sys.stderr))
-    except (ValueError, ImportError) as e:  # the explainers' input errors (one line each)
-        raise ScoreError(str(e)) from None
+    results, notes = run_benchmark(cfg, log=lambda m: print(f"benchmark: {m}", file=sys.stderr))
     table = format_table1(results, notes)
     (Path(a.out) / "table.txt").write_text(table + "\n")
     print(table)
     return 0
 
 
+def _checked(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """``run`` after :func:`check_benchmark_options` (every command's numeric options, before any work)."""
+    def checked(a: argparse.Namespace) -> int:
+        check_benchmark_options(a)
+        return run(a)
+
+    return checked
+
+
+COMMANDS: dict[str, Command] = {
+    "score": Command("validate and score a submission (Parquet file or folder)", _score_arguments, _checked(_score)),
+    "validate": Command("run every submission check without scoring", _validate_arguments, _checked(_validate)),
+    "merge": Command("check and join the parts of `explain --shard I/N` into one submission", _merge_arguments,
+                     _checked(_merge)),
+    "leaderboard": Command("rank result JSONs (chance baselines always included)", _leaderboard_arguments, _checked(_leaderboard)),
+    "run": Command("explain and score every available method, print Table 1 (chance rows included)", _run_arguments, _checked(_run)),
+    "analyse": Command("temporal activation analysis: bona fide vs spoof, splice boundaries, speech activity", _analyse_arguments, _checked(_analyse)),
+}
+
+
 @quiet_broken_pipe
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``benchmark`` console script; returns the exit code."""
     from .score import ScoreError
+    from .submission import SubmissionError
 
-    a = _parser().parse_args(argv)
-    try:
-        check_benchmark_options(a)
-        if a.command == "score":
-            return _score(a)
-        if a.command == "validate":
-            return _validate(a)
-        if a.command == "leaderboard":
-            return _leaderboard(a)
-        if a.command == "merge":
-            return _merge(a)
-        if a.command == "analyse":
-            return _analyse(a)
-        return _run(a)
-    except SubmissionError as e:
-        print(f"benchmark: invalid submission {getattr(a, 'submission', '') or ' '.join(getattr(a, 'parts', []))}:", file=sys.stderr)
-        for line in e.problems:
-            print(f"  error: {line}", file=sys.stderr)
-        return 2
-    except (ScoreError, FileNotFoundError, OptionError) as e:
-        print(f"benchmark: error: {e}", file=sys.stderr)
-        return 2
+    parser = command_parser("benchmark", "Score explanation heatmaps against vocmask ground truth.", COMMANDS)
+    return run_cli("benchmark", parser, argv, errors=(ScoreError, SubmissionError))
 
 
 if __name__ == "__main__":

@@ -268,30 +268,3 @@ def make_partial(ds: str | Path, out: str | Path, cfg: PartialConfig = PartialCo
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     (out / "rejects.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rejects))
     return summary
-
-
-def add_parser(sub) -> None:
-    """The ``annotate partial`` subcommand."""
-    p = sub.add_parser("partial", help="splice spoof spans into the reals of a built dataset (partially spoofed audio)",
-                       description="From a built dataset's aligned pairs, write a dataset of partially spoofed utterances "
-                                   "(K spoof spans spliced into each real, sample-exact labels, frame_labels and spans "
-                                   "columns, Eq. 2 masks) plus one bona fide row per real utterance.")
-    p.add_argument("dataset", help="dataset folder built by `annotate build`")
-    p.add_argument("--out", required=True, help="dataset folder to write")
-    p.add_argument("--segments", type=int, default=1, help="spoof spans per utterance (default 1)")
-    p.add_argument("--min-len", type=float, default=0.2, help="shortest span in seconds (default 0.2)")
-    p.add_argument("--max-len", type=float, default=1.5, help="longest span in seconds (default 1.5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-bonafide", action="store_true", help="write only the partially spoofed rows")
-    p.add_argument("--overwrite", action="store_true", help="replace the contents of a non-empty --out")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(handler=_cmd)
-
-
-def _cmd(a) -> int:
-    cfg = PartialConfig(segments=a.segments, min_len=a.min_len, max_len=a.max_len, seed=a.seed, bonafide=not a.no_bonafide)
-    cfg.validate()
-    s = make_partial(a.dataset, a.out, cfg, overwrite=a.overwrite, progress=not a.no_progress)
-    print(f"wrote {s['rows_out']} rows ({s['partial_rows']} partially spoofed, {s['bonafide_rows']} bona fide; "
-          f"{s['rejects']} rejects) to {Path(a.out) / 'data'}; spoofed share {s['spoofed_share_mean']:.1%}")
-    return 0

@@ -22,7 +22,6 @@ from functools import lru_cache, partial
 from typing import Callable
 
 import numpy as np
-from scipy import signal
 
 WaveFn = Callable[[np.ndarray, int, np.random.Generator], np.ndarray]
 
@@ -127,6 +126,8 @@ def lpc_frames(frames: np.ndarray, order: int) -> np.ndarray:
 def lpc(x: np.ndarray, sr: int, rng: np.random.Generator,
         f0t: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Frame-wise LPC (order 24, 512-sample Hann frames, hop 128) driven by a pulse/noise excitation, overlap-add."""
+    import scipy.signal  # lazy: `annotate resynth --help` lists the vocoders without scipy
+
     n, win, hop, order = len(x), 512, 128, 24
     f0, t = f0t if f0t is not None else f0_track(x, sr)
     f0s = np.interp(np.arange(n) / sr, t, f0)
@@ -147,7 +148,7 @@ def lpc(x: np.ndarray, sr: int, rng: np.random.Generator,
     out = np.zeros(len(xp))
     target = np.sqrt(np.mean(frames ** 2, axis=1))
     for i in range(n_frames):
-        y = signal.lfilter([1.0], a[i], ep[idx[i]]) * w
+        y = scipy.signal.lfilter([1.0], a[i], ep[idx[i]]) * w
         rms = np.sqrt(np.mean(y ** 2))
         if np.isfinite(rms) and rms > 0:
             out[idx[i]] += y * (target[i] / rms)
@@ -171,7 +172,9 @@ def codec(x: np.ndarray, sr: int, rng: np.random.Generator, *, kind: str, level:
 
 def xcorr_lag(x: np.ndarray, y: np.ndarray, max_lag: int | None = None) -> int:
     """Integer ``lag`` with ``y[n] ~ x[n - lag]``: the waveform cross-correlation peak (within ``+-max_lag``)."""
-    c = signal.correlate(y, x, mode="full", method="fft")
+    import scipy.signal  # lazy: `annotate resynth --help` lists the vocoders without scipy
+
+    c = scipy.signal.correlate(y, x, mode="full", method="fft")
     lags = np.arange(-(len(x) - 1), len(y))
     if max_lag is not None:
         keep = np.abs(lags) <= max_lag

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from annotate.core.console import NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, PROBABILITY, check_options
 
-from ..cli import Command
+from annotate.core.commands import Command
 
 
 def _threads(n: int | None) -> None:

@@ -1,7 +1,7 @@
-"""``train segdiff`` as a :class:`training.cli.Command` (register: ``"segdiff": "training.segdiff.commands:SEGDIFF"``)."""
+"""``train segdiff`` as a :class:`annotate.core.commands.Command` (listed in training/cli.py)."""
 from __future__ import annotations
 
-from training.cli import Command
+from annotate.core.commands import Command
 
 from .cli import HELP, add_arguments, run
 

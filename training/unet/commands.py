@@ -1,11 +1,11 @@
-"""``train unet``: the supervised U-Net explainer (registered in training/cli.py's SUBCOMMANDS as ``UNET``)."""
+"""``train unet``: the supervised U-Net explainer (listed in training/cli.py as ``UNET``)."""
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 
-from training.cli import Command
+from annotate.core.commands import Command
 
 from .config import PRESETS, preset, replace
 
