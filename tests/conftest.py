@@ -36,7 +36,7 @@ def _one_torch_thread():
 @pytest.fixture(scope="session")
 def demo_corpus(tmp_path_factory) -> Path:
     """24 real utterances x 3 vocoders (Griffin-Lim, WORLD, LPC) at 24 kHz, with truth.json holding the true offsets."""
-    from annotate.sources.demo.corpus import ensure
+    from annotate.sources.demo import ensure
 
     root = tmp_path_factory.mktemp("demo") / "LibriSeVoc"
     ensure(root, **DEMO_KW)

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from annotate.pipeline.build import BuildConfig, BuildError, build
 from annotate.core.dataset import iter_rows, read_table, shard_paths
-from annotate.sources.demo.corpus import load_truth
+from annotate.sources.demo import load_truth
 
 from conftest import copy_subset as _subset
 

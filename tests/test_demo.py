@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from annotate.sources.demo import corpus as demo
+from annotate.sources import demo
 from annotate.core import spectral
 from annotate.core.audio import load
 
@@ -32,7 +32,7 @@ def _pairs(root: Path) -> list[tuple[str, Path, Path, int]]:
 
 def spectral_offset(real: np.ndarray, spoof: np.ndarray, lags: np.ndarray, floor_db: float = -50.0) -> np.ndarray:
     """Mean |log-magnitude difference| (project STFT: 16 kHz, 512/128) of real vs spoof for every lag k,
-    comparing spoof[n] with real[n - k]; independent of annotate.sources.demo.corpus's own search."""
+    comparing spoof[n] with real[n - k]; independent of annotate.sources.demo's own search."""
     lo, hi = int(lags.min()), int(lags.max())
     start = max(0, -lo)
     length = min(len(real) - start, len(spoof) - hi - start)

@@ -11,7 +11,7 @@ import pytest
 @pytest.fixture(scope="module")
 def codec_demo(tmp_path_factory):
     from annotate.pipeline.build import BuildConfig, build
-    from annotate.sources.demo.corpus import VOCODERS, ensure
+    from annotate.sources.demo import VOCODERS, ensure
 
     assert {"mp3", "opus"} <= set(VOCODERS)  # part of the default demo
     root = ensure(tmp_path_factory.mktemp("codecdemo") / "LibriSeVoc", n_speakers=2, utts_per_speaker=2, seed=1)
@@ -24,7 +24,7 @@ def test_codec_spoofs_build_and_align_to_the_sample(codec_demo):
     import soundfile as sf
 
     from annotate.core.dataset import read_table
-    from annotate.sources.demo.corpus import load_truth
+    from annotate.sources.demo import load_truth
 
     root, ds = codec_demo
     rows = read_table(ds, columns=["id", "vocoder", "offset"]).to_pylist()

@@ -333,7 +333,7 @@ def test_withheld_test_config_carries_nothing_the_masks_can_be_rebuilt_from(demo
 
 def test_ids_lists_rows_and_the_help_example_is_a_demo_row(demo_ds, capsys):
     from annotate.cli import EXAMPLE_ID, main
-    from annotate.sources.demo.corpus import DemoConfig, assign_splits, make_speakers, utterance_ids
+    from annotate.sources.demo import DemoConfig, assign_splits, make_speakers, utterance_ids
 
     assert main(["ids", str(demo_ds), "--split", "test", "--vocoder", "world"]) == 0
     ids = capsys.readouterr().out.split()
