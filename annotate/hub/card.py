@@ -32,7 +32,6 @@ KEY_COLUMNS = ("mask", "diff")
 BENCHMARK_CONFIG = "benchmark"  # config holding the test split when its masks are withheld
 FIGURE_NAME = "mask_examples.png"
 ROW_FIGURE_NAME = "example_row.png"
-LOCAL_KEYS = ("root", "real_root")  # build parameters that are local paths: never published
 SPLIT_ORDER = ("train", "dev", "validation", "test")
 PLACEHOLDERS = ("pretty_name", "repo_id", "summary", "usage", "columns", "split_table", "alignment", "rejects",
                 "figure", "method", "build_config", "benchmark", "paper_citation", "vocoders", "n_vocoders",
@@ -257,11 +256,6 @@ def rejects_block(ds: str | Path) -> str:
     return f"{head} (by stage — {stages}); the reasons (numbers blanked):\n\n" + _table(["reason", "count"], rows)
 
 
-def public_config(cfg: dict) -> dict:
-    """The build config without local paths (they would leak the builder's file system)."""
-    return {k: ("(local path, not published)" if k in LOCAL_KEYS and v is not None else v) for k, v in cfg.items()}
-
-
 def flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
     out = []
     for k, v in d.items():
@@ -274,7 +268,9 @@ def flatten(d: dict, prefix: str = "") -> list[tuple[str, object]]:
 
 
 def config_table(cfg: dict) -> str:
-    """Every build parameter, dotted names, as stored in build.json."""
+    """Every build parameter, dotted names, as published in the shards (local paths as folder names)."""
+    from ..pipeline.build import public_config
+
     return _table(["parameter", "value"], [[f"`{k}`", f"`{json.dumps(v)}`"] for k, v in flatten(public_config(cfg))])
 
 

@@ -85,10 +85,13 @@ class ShardTask(Task):
 # ------------------------------------------------------------------------------------------- per pair
 
 
-def public_config(cfg: BuildConfig) -> dict:
-    """The build config as published inside shards: local corpus paths reduced to their folder names."""
-    d = cfg.to_dict()
-    for key in ("root", "real_root"):
+LOCAL_KEYS = ("root", "real_root")  # build parameters that are local paths: published as folder names only
+
+
+def public_config(cfg: BuildConfig | dict) -> dict:
+    """The build config as published (shard metadata, data card): local corpus paths reduced to their folder names."""
+    d = cfg.to_dict() if isinstance(cfg, BuildConfig) else dict(cfg)
+    for key in LOCAL_KEYS:
         if d.get(key):
             d[key] = Path(d[key]).name
     return d
