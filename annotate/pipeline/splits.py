@@ -50,12 +50,19 @@ def assign_splits(pairs: list[Pair], policy: str = "official", seed: int = 0,
 
 
 def assign_groups(groups: list[str], seed: int = 0, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
-                  pinned: dict[str, str] | None = None) -> dict[str, str]:
-    """group (e.g. speaker) -> split, in proportion to ``fractions`` by count: groups are ordered by a seeded
-    hash and cut in that order, so with 3 or more groups dev and test each get at least one. ``pinned``
-    groups keep the split given there and count towards it."""
+                  pinned: dict[str, str] | None = None, order: list[str] | None = None) -> dict[str, str]:
+    """group (e.g. speaker) -> split, in proportion to ``fractions`` by count: groups are ordered (by a seeded
+    hash, or as ``order`` lists them) and cut in that order, test first, then dev, the rest train; with 3 or
+    more groups dev and test each get at least one. ``pinned`` groups keep the split given there and count
+    towards it."""
     pinned = dict(pinned or {})
-    free = sorted((g for g in set(groups) if g not in pinned), key=lambda g: _unit_draw("grp:" + g, seed))
+    if order is None:
+        free = sorted((g for g in set(groups) if g not in pinned), key=lambda g: _unit_draw("grp:" + g, seed))
+    else:
+        wanted = set(groups) - set(pinned)
+        free = [g for g in dict.fromkeys(order) if g in wanted]
+        if len(free) != len(wanted):
+            raise ValueError(f"order lists {len(free)} of the {len(wanted)} groups to assign")
     n = len(free) + len(pinned)
     want = {"dev": round(fractions[1] * n), "test": round(fractions[2] * n)}
     if n >= 3:

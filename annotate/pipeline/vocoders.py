@@ -81,13 +81,14 @@ def world(x: np.ndarray, sr: int, rng: np.random.Generator,
     return fit(y, len(x))
 
 
-def griffinlim(x: np.ndarray, sr: int, rng: np.random.Generator, n_mels: int = 80, n_iter: int = 32) -> np.ndarray:
-    """Mel-spectrogram vocoding as in Tacotron's Griffin-Lim baseline: 80-band mel magnitude (n_fft 64 ms, hop
-    16 ms), pseudo-inverse back to a linear magnitude (NNLS inversion is ~10x slower on speech for a similar
-    result), then fast Griffin-Lim from a random phase (librosa)."""
+def griffinlim(x: np.ndarray, sr: int, rng: np.random.Generator, n_mels: int = 80, n_iter: int = 32,
+               n_fft: int | None = None) -> np.ndarray:
+    """Mel-spectrogram vocoding as in Tacotron's Griffin-Lim baseline: 80-band mel magnitude (n_fft 64 ms unless
+    given, hop n_fft / 4), pseudo-inverse back to a linear magnitude (NNLS inversion is much slower for a similar
+    result; docs/performance.md), then fast Griffin-Lim from a random phase (librosa)."""
     import librosa
 
-    n_fft = 1 << int(np.ceil(np.log2(0.064 * sr)))
+    n_fft = n_fft or 1 << int(np.ceil(np.log2(0.064 * sr)))
     hop = n_fft // 4
     fb = _mel_basis(sr, n_fft, n_mels)
     mag = np.abs(librosa.stft(np.asarray(x, dtype=np.float64), n_fft=n_fft, hop_length=hop))

@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 VERSION = "demo-v1"
-REVISION = 3  # bump when the generator's output changes, so ensure() rebuilds cached corpora
+REVISION = 4  # bump when the generator's output changes, so ensure() rebuilds cached corpora
 MARKER = ".complete"
 VOCODERS = ("griffinlim", "world", "lpc", "mp3", "opus")  # codecs at ~24 / ~32 kbit/s (libsndfile level 0.9)
 CODEC_LEVEL = 0.9
 HOP = 256  # the vocoders' frame hop: every spoof length is a multiple of it
 SPLIT_FRACTIONS = (0.6, 0.2, 0.2)
-# A vocoder's own delay is measured per utterance (intrinsic_delay) and added to the framing shift in truth.json.
-# Measured on 36 demo pairs: Griffin-Lim ~0 (sd 3), LPC ~0 (sd 4), WORLD ~+34 samples (sd 7, ~1.4 ms at 24 kHz).
+# a vocoder's own delay is measured per utterance (intrinsic_delay) and added to the framing shift in truth.json
 
 
 class DemoError(Exception):

@@ -5,7 +5,7 @@ aspiration, fricatives and stop bursts, formant transitions through cascaded res
 re-synthesised by real vocoding methods (mel + Griffin-Lim, WORLD, LPC) and low-bit-rate codecs (MP3 and
 Opus through libsndfile, as in Codecfake-style data), and the spoofs get vocoder
 framing effects (length a multiple of the hop, edge shifts) whose exact offsets are written to
-``truth.json``. The layout is LibriSeVoc's (DESIGN §2)::
+``truth.json``. The layout is LibriSeVoc's (docs/layouts.md)::
 
     root/gt/{ID}.wav  root/{vocoder}/{ID}_gen.wav  root/{train,dev,test}.txt  root/truth.json  root/.complete
 
@@ -23,6 +23,7 @@ import numpy as np
 import soundfile as sf
 
 from ...pipeline.vocoders import codec, f0_track as _f0_track, intrinsic_delay, lpc as voc_lpc, world as voc_world, xcorr_lag
+from ...pipeline.splits import assign_groups
 from .config import CODEC_LEVEL, MARKER, SPLIT_FRACTIONS, VOCODERS, DemoConfig, DemoError
 from .synth import Speaker, make_speakers, synth_utterance
 from .vocoders import frame_effects, voc_griffinlim
@@ -50,7 +51,9 @@ def utterance_ids(cfg: DemoConfig, speakers: list[Speaker]) -> list[tuple[Speake
 
 
 def assign_splits(cfg: DemoConfig, utts: list[tuple[Speaker, str]]) -> dict[str, list[str]]:
-    """About 60/20/20 of the utterances, each speaker spread over the splits (as in LibriSeVoc)."""
+    """About 60/20/20 of the utterances, each speaker spread over the splits (as in LibriSeVoc): each speaker's
+    utterances get evenly spaced keys in a seeded order, and :func:`annotate.pipeline.splits.assign_groups`
+    cuts the utterances by those keys (highest first: test, then dev, the rest train)."""
     rng = np.random.default_rng([cfg.seed, 3])
     keys = []
     by_spk: dict[str, list[str]] = {}
@@ -61,16 +64,9 @@ def assign_splits(cfg: DemoConfig, utts: list[tuple[Speaker, str]]) -> dict[str,
         jitter = rng.uniform(0, 1)
         for rank, j in enumerate(perm):
             keys.append(((rank + jitter) / len(ids), ids[j]))
-    keys.sort()
-    n = len(keys)
-    n_train = int(round(SPLIT_FRACTIONS[0] * n))
-    n_dev = int(round(SPLIT_FRACTIONS[1] * n)) if n >= 3 else 0
-    if n >= 3:
-        n_train = min(n_train, n - 2)
-        n_dev = max(1, min(n_dev, n - n_train - 1))
-    ordered = [u for _, u in keys]
-    return {"train": sorted(ordered[:n_train]), "dev": sorted(ordered[n_train:n_train + n_dev]),
-            "test": sorted(ordered[n_train + n_dev:])}
+    order = [uid for _, uid in sorted(keys, reverse=True)]
+    split_of = assign_groups(order, cfg.seed, SPLIT_FRACTIONS, order=order)
+    return {s: sorted(u for u, v in split_of.items() if v == s) for s in ("train", "dev", "test")}
 
 
 def generate(root: str | Path, *, n_speakers: int = 4, utts_per_speaker: int = 8, seed: int = 0,
