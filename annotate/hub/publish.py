@@ -276,10 +276,11 @@ def open_repo(repo_id: str, *, token: str | None = None, private: bool = False, 
 def upload_tree(tree: Tree, repo_id: str, *, token: str | None = None, private: bool = False,
                 endpoint: str | None = None, commit_message: str | None = None, max_files: int = 50,
                 max_bytes: int = 4 << 30, log=print, repo=None) -> dict:
-    """Create the dataset repo (if needed) and upload what differs: data in batches, then card + deletions.
+    """Create the dataset repo (if needed) and upload what differs with ``HfApi.upload_folder``: data in commits
+    of at most ``max_files`` files / ``max_bytes``, so a broken upload resumes where it stopped, then the card
+    with the deletion of stale shards.
 
     ``repo``: an ``open_repo`` result to reuse."""
-    from huggingface_hub import CommitOperationAdd, CommitOperationDelete
     from huggingface_hub.hf_api import RepoFile
 
     api, url, endpoint = repo or open_repo(repo_id, token=token, private=private, endpoint=endpoint)
@@ -289,23 +290,22 @@ def upload_tree(tree: Tree, repo_id: str, *, token: str | None = None, private: 
     todo = [(rel, p) for rel, p in sorted(local.items()) if not _same(p, remote.get(rel))]
     stale = sorted(r for r in remote if r.startswith("data/") and r not in local)
     data = [(rel, p) for rel, p in todo if rel.startswith("data/")]
-    last = [(rel, p) for rel, p in todo if not rel.startswith("data/")]
+    last = [rel for rel, _ in todo if not rel.startswith("data/")]
+
+    def upload(files: list[str], message: str, delete: list[str] | None = None) -> str:
+        with hub_errors(endpoint, repo_id):
+            info = api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=tree.root, allow_patterns=files,
+                                     delete_patterns=delete or None, commit_message=message)
+        return info.oid
+
     commits = []
     batches = _batches(data, max_files, max_bytes)
     for i, batch in enumerate(batches, 1):
         log(f"commit {i}/{len(batches) + 1}: {len(batch)} data file(s), {sum(p.stat().st_size for _, p in batch) / 1e6:.1f} MB")
-        ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in batch]
-        with hub_errors(endpoint, repo_id):
-            info = api.create_commit(repo_id, ops, commit_message=f"Upload data ({i}/{len(batches)})", repo_type="dataset")
-        commits.append(info.oid)
+        commits.append(upload([rel for rel, _ in batch], f"Upload data ({i}/{len(batches)})"))
     if last or stale:
-        ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(p)) for rel, p in last]
-        ops += [CommitOperationDelete(path_in_repo=r) for r in stale]
         version = build_config_version(tree)
-        with hub_errors(endpoint, repo_id):
-            info = api.create_commit(repo_id, ops, repo_type="dataset",
-                                     commit_message=commit_message or f"Publish vocmask dataset card{f' ({version})' if version else ''}")
-        commits.append(info.oid)
+        commits.append(upload(last, commit_message or f"Publish vocmask dataset card{f' ({version})' if version else ''}", stale))
     return {"repo_id": repo_id, "url": url, "uploaded": [rel for rel, _ in todo], "unchanged": len(local) - len(todo),
             "deleted": stale, "commits": commits}
 
