@@ -1,5 +1,5 @@
 """Scoring: validate a submission against a split's truth masks, compute every metric per utterance,
-then means with bootstrap CIs overall and per vocoder (DESIGN §7-8).
+then means with bootstrap CIs overall and per vocoder (docs/formulas.md, metrics).
 
 Memory: the truth masks of the split stay in memory (1 byte per pixel, as Arrow holds them);
 the submission is streamed one record batch at a time. Results are produced only when the whole
@@ -26,13 +26,13 @@ from .submission import (
     ProblemLog,
     SubmissionError,
     check_heatmap,
-    check_ids,
-    check_schema,
+    checked_files,
+    checked_ids,
     decode_2d,
     iter_heatmaps,
     read_ids,
     read_metadata,
-    submission_files,
+    validate_maps,
 )
 
 RESULT_FORMAT = "vocmask-benchmark-result/1"
@@ -368,22 +368,10 @@ def build_result(
 
 def validate_submission(sub: str | Path, ds: str | Path, split: str = "test", key: str | Path | None = None) -> list[str]:
     """Run every check without scoring; returns the warnings, raises :class:`SubmissionError` on errors."""
-    files = submission_files(sub)
-    problems = check_schema(files)
-    if problems:
-        raise SubmissionError(problems)
+    files = checked_files(sub)
     truth = load_truth(ds, split, key)
-    log = ProblemLog()
-    check_ids(read_ids(files), truth.ids, log)
-    if not log.ok:
-        raise SubmissionError(log.error_messages())
-    index = set(truth.ids)
-    for i, h, problem in iter_heatmaps(files):
-        if i in index:
-            check_heatmap(i, h, problem, truth.masks[i].shape, log)
-    if not log.ok:
-        raise SubmissionError(log.error_messages())
-    return log.warning_messages()
+    return validate_maps(files, truth.ids, iter_heatmaps(files),
+                         lambda i, h, problem, log: check_heatmap(i, h, problem, truth.masks[i].shape, log))
 
 
 def score_submission(
@@ -403,20 +391,14 @@ def score_submission(
 
     ``limit`` / ``ids_file``: score only the split's first N rows / the listed ids (the submission's other
     rows are ignored); the result records the subset, and the leaderboard never ranks it against full results."""
-    files = submission_files(sub)
-    problems = check_schema(files)
-    if problems:
-        raise SubmissionError(problems)
+    files = checked_files(sub)
     metadata = read_metadata(sub)
     truth, subset = subset_truth(truth or load_truth(ds, split, key), split, limit=limit, ids_file=ids_file)
-    log = ProblemLog()
     sub_ids = read_ids(files)
     if subset is not None:  # rows outside the subset are neither required nor scored
         keep = set(truth.ids)
         sub_ids = [i for i in sub_ids if i is None or i in keep]
-    check_ids(sub_ids, truth.ids, log)
-    if not log.ok:
-        raise SubmissionError(log.error_messages())
+    log = checked_ids(sub_ids, truth.ids)
     det = load_detector_checkpoint(detector) if isinstance(detector, (str, Path)) else detector
     scored = score_stream(iter_heatmaps(files), truth, log, keep_binary=det is not None, workers=workers)
     if not log.ok:

@@ -12,7 +12,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -204,6 +204,38 @@ def check_ids(sub_ids: Sequence[str | None], expected: Sequence[str], log: Probl
             log.error("extra", i)
         if n > 1:
             log.error("duplicate", i, f"{n} times")
+
+
+def checked_files(sub: str | Path, check: Callable[[Sequence[Path]], list[str]] = check_schema) -> list[Path]:
+    """The submission's Parquet files; :class:`SubmissionError` listing what ``check`` (the track's schema check) finds."""
+    files = submission_files(sub)
+    problems = check(files)
+    if problems:
+        raise SubmissionError(problems)
+    return files
+
+
+def checked_ids(sub_ids: Sequence[str | None], expected: Sequence[str]) -> ProblemLog:
+    """A log holding the id checks' warnings; :class:`SubmissionError` when an id is missing, extra, null or twice."""
+    log = ProblemLog()
+    check_ids(sub_ids, expected, log)
+    if not log.ok:
+        raise SubmissionError(log.error_messages())
+    return log
+
+
+def validate_maps(files: Sequence[Path], expected: Sequence[str], maps: Iterable[tuple[str, object, str | None]],
+                  check_one: Callable[[str, object, str | None, ProblemLog], object]) -> list[str]:
+    """The validation loop of both tracks: the ids, then ``check_one`` on each map of an expected id;
+    returns the warnings, raises :class:`SubmissionError` on errors (schema checks come before)."""
+    log = checked_ids(read_ids(files), expected)
+    index = set(expected)
+    for i, h, problem in maps:
+        if i in index:
+            check_one(i, h, problem, log)
+    if not log.ok:
+        raise SubmissionError(log.error_messages())
+    return log.warning_messages()
 
 
 def check_heatmap(id: str, heatmap: np.ndarray | None, problem: str | None, expected_shape: tuple, log: ProblemLog,

@@ -40,11 +40,12 @@ from .submission import (
     _open,
     _storage,
     check_heatmap,
-    check_ids,
+    checked_files,
+    checked_ids,
     decode_2d,
     read_ids,
     read_metadata,
-    submission_files,
+    validate_maps,
 )
 
 TRACK = "temporal"
@@ -333,28 +334,16 @@ def temporal_result(name: str, kind: str, values: dict[str, np.ndarray], maps: d
 
 
 def _validated(sub: str | Path, truth: TemporalTruth) -> tuple[list[Path], ProblemLog]:
-    files = submission_files(sub)
-    problems = check_schema_temporal(files)
-    if problems:
-        raise SubmissionError(problems)
-    log = ProblemLog()
-    check_ids(read_ids(files), truth.ids, log)
-    if not log.ok:
-        raise SubmissionError(log.error_messages())
-    return files, log
+    files = checked_files(sub, check_schema_temporal)
+    return files, checked_ids(read_ids(files), truth.ids)
 
 
 def validate_temporal(sub: str | Path, ds: str | Path, split: str = "test") -> list[str]:
     """Every temporal check without scoring; returns the warnings, raises :class:`SubmissionError` on errors."""
     truth = load_temporal_truth(ds, split)
-    files, log = _validated(sub, truth)
-    index = set(truth.ids)
-    for i, h, problem in iter_temporal_heatmaps(files):
-        if i in index:
-            check_map(i, h, problem, truth.labels[i].size, log)
-    if not log.ok:
-        raise SubmissionError(log.error_messages())
-    return log.warning_messages()
+    files = checked_files(sub, check_schema_temporal)
+    return validate_maps(files, truth.ids, iter_temporal_heatmaps(files),
+                         lambda i, h, problem, log: check_map(i, h, problem, truth.labels[i].size, log))
 
 
 def score_temporal(sub: str | Path, ds: str | Path, split: str = "test", name: str | None = None,
