@@ -6,7 +6,7 @@ input relevance is ``x * x.grad`` after one backward pass. Each rule below chang
 of one op, never its forward value (``_exact`` keeps the forward bit-identical):
 
 - ``linear`` (``F.linear``): ε-rule; ``conv1d``: γ-rule with γ=10; ``conv2d``: γ-rule with γ=0.1
-  (DESIGN §6: γ=10 on 1-D convolutions, 0.1 on the other layers; every γ is an option, γ=0 = ε-rule).
+  (docs/formulas.md: γ=10 on 1-D convolutions, 0.1 on the other layers; every γ is an option, γ=0 = ε-rule).
   The generalised γ-rule favours the contributions x_j w_jk whose sign matches z_k.
 - softmax (``softmax_rule="attnlrp"``): R_i = x_i (R_i - s_i ΣR), the paper's Proposition 3.1 — a Taylor
   decomposition at x whose constant term keeps the rest (the paper and its `lxt` code leave it
@@ -60,7 +60,7 @@ class LRPConfig:
     eps: float = 1e-6  # ε stabiliser of every linear / convolution / shift rule
     gamma_conv1d: float = 10.0
     gamma_conv2d: float = 0.1
-    gamma_linear: float = 0.0  # 0 = ε-rule on linear layers (DESIGN §6)
+    gamma_linear: float = 0.0  # 0 = ε-rule on linear layers (docs/formulas.md)
     softmax_rule: str = "attnlrp"  # "attnlrp" (x (R - s ΣR), its remainder absorbed) | "constant" (CP-LRP: weights held fixed)
     matmul_rule: str = "uniform"  # "uniform" (AttnLRP 50/50) | "gradient" (double counts)
     norm_rule: str = "constant_std"  # "constant_std" | "gradient" (scale-invariant: relevance vanishes)

@@ -1,4 +1,4 @@
-"""Chance baselines (DESIGN §6): uniform random, spatially smoothed random, spoof energy.
+"""Chance baselines (docs/formulas.md): uniform random, spatially smoothed random, spoof energy.
 
 Each random heatmap comes from ``np.random.default_rng(row_seed(seed, id))``: a row's map depends on
 the global seed and its id only, never on which rows are explained or in what order.

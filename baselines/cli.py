@@ -1,4 +1,4 @@
-"""``explain`` console script: any explainer writes a benchmark submission (DESIGN §1, §8).
+"""``explain`` console script: any explainer writes a benchmark submission (docs/layouts.md).
 
     explain --method deepshap|gradientshap|attnlrp|gradcam --detector CKPT --dataset DS --split test -o sub.parquet
     explain --method random|smoothed-random|energy --dataset DS -o sub.parquet

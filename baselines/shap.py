@@ -35,7 +35,7 @@ EXTRA_RESCALE = (Exp, nn.SELU, nn.GELU, nn.SiLU, nn.Mish, nn.Hardtanh, nn.CELU)
 
 @dataclass(frozen=True)
 class ShapConfig:
-    """DESIGN §6: DeepSHAP with 20 bona fide references; GradientSHAP with 20 samples and a zero baseline."""
+    """docs/formulas.md: DeepSHAP with 20 bona fide references; GradientSHAP with 20 samples and a zero baseline."""
 
     n_references: int = 20
     n_samples: int = 20

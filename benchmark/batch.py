@@ -29,7 +29,7 @@ from .metrics import QUANTILE, RADII, SSIM_K1, SSIM_K2, SSIM_SIGMA, SSIM_TRUNCAT
 
 SSIM_RADIUS = int(SSIM_TRUNCATE * SSIM_SIGMA + 0.5)
 GAP = max(max(RADII), SSIM_RADIUS) + 1  # empty frames between stacked utterances
-STACK = 8  # utterances per stack: ~1 MB float32 maps stay in cache (64 per stack was measured ~1.4x slower)
+STACK = 8  # utterances per stack: small enough for the stacked maps to stay in cache (docs/performance.md)
 
 
 def _segment_sums(rows: np.ndarray, starts: np.ndarray, stops: np.ndarray) -> np.ndarray:

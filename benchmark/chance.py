@@ -1,4 +1,4 @@
-"""Chance baselines every leaderboard shows (DESIGN §6): uniform random, smoothed random, spoof energy.
+"""Chance baselines every leaderboard shows (docs/formulas.md): uniform random, smoothed random, spoof energy.
 
 Each heatmap is drawn from ``np.random.default_rng([seed, crc32(id)])``, so a row's heatmap does not
 depend on the order or the subset of rows scored. "Smoothed random" smooths uniform noise with the

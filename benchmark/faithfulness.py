@@ -1,4 +1,4 @@
-"""Faithfulness of an explanation to the detector (L-MAC definitions, paper Sec. 3.4; DESIGN §7).
+"""Faithfulness of an explanation to the detector (L-MAC definitions, paper Sec. 3.4; docs/formulas.md).
 
 The binarised heatmap H keeps the spoof's time-frequency bins it marks and REPLACES the rest by
 the real counterpart in magnitude and phase: ``x_in = ISTFT(H*Ms + (1-H)*Mb, H*Ps + (1-H)*Pb)``,

@@ -3,7 +3,7 @@
 Prints, for the demo corpus (or ``--source/--root``):
   floor   read + resample + 2 STFTs per pair, one process, one thread (a build analyses each real
           once per shard for all its spoofs, so with several vocoders per real it saves part of this);
-          "+ writes" adds the output any build must write (2 FLAC encodes, a Parquet row): DESIGN §9's floor
+          "+ writes" adds the output any build must write (2 FLAC encodes, a Parquet row): the format-bound floor
   1 / 2 workers   end-to-end `annotate build` (WAV -> Parquet): per core (spoof audio seconds per CPU
                   second of the workers, robust to other load) and wall clock, both while the workers
                   run (first shard start to last shard end) and including process start-up
@@ -47,7 +47,7 @@ def _link(path: str, folder: Path) -> Path:
 
 def floor_rtf(pairs, sr: int, write: bool = False, shard_size: int = 64) -> float:
     """x real time of the unavoidable work: decode + resample both files, STFT both; ``write`` adds what any
-    build must also do with its results (DESIGN §9's floor): two FLAC encodes and a Parquet row of the
+    build must also do with its results (the format-bound floor, docs/performance.md): two FLAC encodes and a Parquet row of the
     three Array2D columns (filled from those STFTs) in shards of ``shard_size`` rows, as the builds below."""
     import tempfile
 
@@ -218,14 +218,14 @@ def main() -> None:
               f"medians over {a.rounds} round(s)")
         print(f"{'':<30}{'x real time':>12}")
         print(f"{'floor (read+resample+2 STFT)':<30}{med(lambda r: r['floor']):>12.0f}")
-        print(f"{'  + writes (2 FLAC, Parquet)':<30}{med(lambda r: r['floor_write']):>12.0f}   (DESIGN §9's floor)")
+        print(f"{'  + writes (2 FLAC, Parquet)':<30}{med(lambda r: r['floor_write']):>12.0f}   (the format-bound floor)")
         for name, key in (("1 worker", "r1"), ("2 workers", "r2")):
             print(f"{name + ', per core (CPU time)':<30}{med(lambda r: r[key]['per_core_rtf']):>12.0f}   "
                   f"wall: {med(lambda r: r[key]['steady_rtf']):.0f} while workers run, "
                   f"{rounds[0][key]['wall_rtf']:.0f} incl. start-up (round 1)")
         per_core = med(lambda r: r["r1"]["per_core_rtf"])
         print(f"1 worker end-to-end / floor: {med(lambda r: r['r1']['per_core_rtf'] / r['floor']):.2f}; "
-              f"/ floor with writes: {med(lambda r: r['r1']['per_core_rtf'] / r['floor_write']):.2f} (DESIGN: within 2x, >= 0.5)")
+              f"/ floor with writes: {med(lambda r: r['r1']['per_core_rtf'] / r['floor_write']):.2f} (target: within 2x, >= 0.5)")
         cold = rounds[0]  # later rounds reuse joblib's warm worker pool, so start-up counts in round 1 only
         print(f"2 workers / 1 worker throughput: {med(lambda r: r['r2']['steady_rtf'] / r['r1']['steady_rtf']):.2f}x while "
               f"workers run; {cold['r2']['wall_rtf'] / cold['r1']['wall_rtf']:.2f}x incl. start-up (round 1, cold)  "

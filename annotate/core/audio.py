@@ -15,7 +15,7 @@ class AudioError(Exception):
 
 def _read(path: str) -> tuple[np.ndarray, int]:
     """``sf.read(path, dtype="float32", always_2d=True)``, bit for bit. 16-bit PCM (most corpora) is read
-    as int16 and scaled here by 2**-15, as libsndfile does: a third of the cost of its float path."""
+    as int16 and scaled here by 2**-15, as libsndfile does, which is cheaper than its float path."""
     with sf.SoundFile(path) as f:
         if f.subtype != "PCM_16":
             return f.read(dtype="float32", always_2d=True), f.samplerate

@@ -94,7 +94,7 @@ def frame_labels_from_samples(labels: np.ndarray, hop: int, n_frames: int) -> np
 
 def _array2d_storage(arrays: Sequence[np.ndarray], dtype: str, n_freq: int) -> pa.ChunkedArray:
     """list<list<dtype>> arrow storage for time-first 2-D arrays, one chunk per array wrapping its buffer
-    (no concatenated copy: the Parquet writer takes the chunks in turn, ~0.1 ms/row faster per column)."""
+    (no concatenated copy: the Parquet writer takes the chunks in turn)."""
     chunks = []
     list_type = pa.list_(pa.list_(pa.from_numpy_dtype(np.dtype(dtype))))
     for a in arrays:
@@ -149,12 +149,11 @@ def _leaf(name: str) -> str:
 
 
 def parquet_options(schema: pa.Schema) -> dict:
-    """Per-column Parquet encoding, chosen by measurement (write cost and size per 3 s row):
+    """Per-column Parquet encoding, each the best trade of write cost and size (figures: docs/performance.md):
 
-    - ``spoof_logmag``: byte-stream split + LZ4 — smaller than zstd on plain floats, at a third of its cost;
-    - ``diff`` (float16): uncompressed — LZ4 saved <1% of its bytes for 0.12 ms/row, zstd 15% for 0.26 ms;
-    - ``mask``: zstd — 0/1 values stored as INT32 shrink ~60x;
-    - audio bytes: uncompressed (FLAC already is); small string/scalar columns: zstd, dictionaries for strings.
+    - ``spoof_logmag``: byte-stream split + LZ4; ``diff`` (float16): uncompressed (codecs barely shrink it);
+    - ``mask``: zstd (0/1 values); audio bytes: uncompressed (FLAC already is);
+    - small string/scalar columns: zstd, dictionaries for strings.
     """
     names = set(schema.names)
     strings = [f.name for f in schema if f.type == pa.string()]

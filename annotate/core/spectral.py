@@ -81,7 +81,7 @@ def stft(x, cfg: STFTConfig = DEFAULT_STFT):
     torch = _torch()
     is_np = isinstance(x, np.ndarray)
     if is_np and x.ndim > 1 and x.size // max(x.shape[-1], 1) > 1:
-        # one call per signal: torch's batched CPU FFT is up to 10x slower per signal here
+        # one call per signal: torch's batched CPU FFT is slower per signal (docs/performance.md)
         flat = x.reshape(-1, x.shape[-1])
         return np.stack([stft(row, cfg) for row in flat]).reshape(*x.shape[:-1], cfg.n_frames(x.shape[-1]), cfg.n_freq)
     t = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) if is_np else x

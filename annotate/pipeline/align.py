@@ -1,6 +1,6 @@
 """Sample-accurate alignment of a real utterance and its vocoded re-synthesis.
 
-Two stages (DESIGN §3): (1) DTW (dtaidistance, C path, Sakoe-Chiba window) on mean-normalised log-mel
+Two stages (docs/formulas.md, the annotation): (1) DTW (dtaidistance, C path, Sakoe-Chiba window) on mean-normalised log-mel
 frames gives the frame-level offset as the median diagonal of the warping path — robust to trimmed
 edge silences and to vocoders that do not keep phase; (2) the offset is refined to the sample by
 searching ± ``refine_hops`` hops for the shift that minimises the log-magnitude distance of the two
@@ -82,7 +82,7 @@ def logmel_features(mag: np.ndarray, stft_cfg: STFTConfig, n_mels: int) -> np.nd
 
     Per-band mean removal cancels a vocoder's fixed spectral tilt, so DTW matches content.
     """
-    import torch  # its single-threaded matmul is ~10x faster here than a contended BLAS
+    import torch  # torch's single-threaded matmul beats a BLAS contended by the other workers (docs/performance.md)
 
     power = torch.from_numpy(np.ascontiguousarray(mag, dtype=np.float32)).square()
     f = torch.log(power @ _mel_basis_t(stft_cfg.sample_rate, stft_cfg.n_fft, n_mels) + 1e-8)
@@ -97,7 +97,7 @@ def _pool(f: np.ndarray, k: int) -> np.ndarray:
 
 
 def warm_up() -> None:
-    """Import dtaidistance now (~80 ms): a build worker calls this at start-up, not inside its first shard."""
+    """Import dtaidistance now: a build worker calls this at start-up, so its first shard does not pay for it."""
     import importlib
 
     importlib.import_module("dtaidistance.dtw_ndim")
@@ -126,7 +126,7 @@ def _hann(n: int) -> np.ndarray:
 def _log_spectra(frames: np.ndarray, floor: np.float32 | None) -> np.ndarray:
     """log(|rfft(frames * hann)| + floor) in place on ``frames`` (a gathered copy); ``floor=None``: |rfft| only.
 
-    torch's FFT (~10x numpy's here) with numpy's complex abs (~10x torch's), float32 throughout."""
+    torch's FFT with numpy's complex abs, float32 throughout: the faster of each (docs/performance.md)."""
     import torch
 
     frames *= _hann(frames.shape[-1])

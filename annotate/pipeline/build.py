@@ -116,7 +116,7 @@ def rawboost_plan(pair_id: str, cfg: BuildConfig) -> list[tuple[int, int, int]]:
 @dataclass(frozen=True)
 class RealSide:
     """A real utterance decoded, resampled and analysed once: shared by every spoof of it in a shard
-    (shards group pairs by real utterance), which saves ~1.3 ms of each further pair."""
+    (shards group pairs by real utterance), so further spoofs of it skip that work."""
 
     signal: np.ndarray
     spec: np.ndarray  # complex STFT, time-first
@@ -208,7 +208,7 @@ def annotate_pair(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> li
 
 
 def float16_saturated(d: np.ndarray) -> np.ndarray:
-    """D as float16, saturating at the largest finite half (torch's conversion is ~10x numpy's)."""
+    """D as float16, saturating at the largest finite half (torch converts faster than numpy: docs/performance.md)."""
     import torch
 
     return torch.from_numpy(d).clamp(max=FLOAT16_MAX).half().numpy()

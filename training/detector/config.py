@@ -114,8 +114,7 @@ def xlsr300m(weights: str | None = None) -> DetectorConfig:
 
 
 def small() -> DetectorConfig:
-    """Same architecture scaled down to train on a CPU in minutes (measured: ~120 steps of batch 8 in
-    under a minute on one busy core reach a low EER on the demo data).
+    """Same architecture scaled down to train on a CPU in minutes (docs/performance.md).
 
     Front end: 7-layer conv extractor with 32 channels (same kernels/strides: 320 samples per frame),
     2 transformer layers, width 128, 4 heads, no dropout. Back end: residual channels

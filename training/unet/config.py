@@ -32,7 +32,7 @@ class TrainConfig:
 
     crop_frames: int = 128
     batch_size: int = 8
-    steps: int = 800  # sized to <= 15 CPU-minutes of training on this CPU (docs/performance.md)
+    steps: int = 800  # sized to a CPU training budget (docs/performance.md)
     lr: float = 1e-3
     pos_weight: float = 4.0  # BCE weight of the ~5% foreground bins
     dice_weight: float = 1.0  # loss = BCE + dice_weight * soft Dice
