@@ -9,7 +9,8 @@ import uuid
 from pathlib import Path
 
 from .config import MARKER, VERSION, DemoConfig
-from .corpus import _check_target, generate
+from .corpus import check_target, generate
+
 
 def default_root() -> Path:
     """Where the demo corpus lives by default: ``$VOCMASK_CACHE/demo-v1`` or ``~/.cache/vocmask/demo-v1``."""
@@ -39,7 +40,7 @@ def ensure(root: str | Path | None = None, **kw) -> Path:
     cfg = DemoConfig(**kw)
     if is_complete(root, **kw):
         return root
-    _check_target(root)
+    check_target(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:

@@ -22,11 +22,12 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from ...pipeline.vocoders import codec, f0_track as _f0_track, intrinsic_delay, lpc as voc_lpc, world as voc_world, xcorr_lag
 from ...pipeline.splits import assign_groups
+from ...pipeline.vocoders import codec, f0_track as _f0_track, intrinsic_delay, lpc as voc_lpc, world as voc_world, xcorr_lag
 from .config import CODEC_LEVEL, MARKER, SPLIT_FRACTIONS, VOCODERS, DemoConfig, DemoError
 from .synth import Speaker, make_speakers, synth_utterance
 from .vocoders import frame_effects, voc_griffinlim
+
 
 def _write_wav(path: Path, x: np.ndarray, sr: int) -> None:
     sf.write(str(path), np.clip(x, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
@@ -74,7 +75,7 @@ def generate(root: str | Path, *, n_speakers: int = 4, utts_per_speaker: int = 8
     """Write the demo corpus into ``root`` (LibriSeVoc layout, truth.json, marker last); returns ``root``."""
     cfg = DemoConfig(n_speakers, utts_per_speaker, seed, sample_rate, tuple(vocoders))
     root = Path(root).expanduser()
-    _check_target(root)
+    check_target(root)
     if (root / MARKER).is_file():  # an older demo corpus: drop what it wrote, so no stale file survives
         (root / MARKER).unlink()
         for name in _OWNED:
@@ -126,7 +127,7 @@ def load_truth(root: str | Path) -> dict[str, int]:
 _OWNED = ("gt", *VOCODERS, "train.txt", "dev.txt", "test.txt", "truth.json", f"{MARKER}.tmp")
 
 
-def _check_target(root: Path) -> None:
+def check_target(root: Path) -> None:
     """Refuse to write into anything but a new or empty folder or an earlier demo corpus (never a user's data)."""
     if root.exists() and not root.is_dir():
         raise DemoError(f"demo corpus folder {root} is a file: pass a folder path")
