@@ -20,12 +20,24 @@ def modules() -> dict[str, Path]:
     return {module_name(p): p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))}
 
 
+def _executed_nodes(tree: ast.AST):
+    """Every node of ``tree`` except the bodies of ``if TYPE_CHECKING:`` blocks (imports for type hints only)."""
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        yield node
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            stack.extend(node.orelse)
+            continue
+        stack.extend(ast.iter_child_nodes(node))
+
+
 def imported_names(source: str, name: str, known: set[str], is_package: bool = False) -> set[str]:
     """Every module the module ``name`` imports anywhere in ``source`` (``from a import b`` counts as a.b where that
     is a module of ``known``)."""
     package = name.split(".") if is_package else name.split(".")[:-1]
     out: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
+    for node in _executed_nodes(ast.parse(source)):
         if isinstance(node, ast.Import):
             out.update(a.name for a in node.names)
         elif isinstance(node, ast.ImportFrom):
@@ -102,6 +114,8 @@ def test_the_checks_catch_what_they_look_for():
     source = "def f():\n    from annotate.show import find_row\nfrom annotate.core import spectral\nfrom ..core.dataset import iter_rows\n"
     found = imported_names(source, "annotate.hub.card", known)
     assert {"annotate.show", "annotate.core.spectral", "annotate.core.dataset"} <= found
+    typing_only = "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .build import BuildConfig\n"
+    assert "annotate.pipeline.build" not in imported_names(typing_only, "annotate.pipeline.labelled", known)
     assert not allowed_from_outside("annotate.show") and not allowed_from_outside("annotate.pipeline.build")
     assert allowed_from_outside("annotate.core.spectral") and allowed_from_outside("annotate.sources.wavefake")
     assert allowed_from_outside("numpy") and not allowed_from_outside("annotate")

@@ -159,7 +159,7 @@ def annotate_pair(pair: Pair, cfg: BuildConfig, reuse: dict | None = None) -> li
     if isinstance(pair, LabelledSpoof):
         from .labelled import labelled_rows
 
-        return labelled_rows(pair, cfg)
+        return labelled_rows(pair, cfg, rawboost_plan(pair.id, cfg))
     sr = cfg.stft.sample_rate
     rs = real_side(pair, cfg, reuse)
     real, spec_r = rs.signal, rs.spec

@@ -50,10 +50,9 @@ def spans_of(flags: np.ndarray) -> list[list[int]]:
     return [[int(a), int(b)] for a, b in zip(np.flatnonzero(d == 1), np.flatnonzero(d == -1))]
 
 
-def labelled_rows(pair: "LabelledSpoof", cfg: "BuildConfig") -> list[dict]:
-    """All rows of one labelled utterance (one per augmentation copy); raises AudioError to reject it."""
-    from .build import rawboost_plan
-
+def labelled_rows(pair: "LabelledSpoof", cfg: "BuildConfig", plan: list[tuple[int, int, int]]) -> list[dict]:
+    """All rows of one labelled utterance, one per ``(copy, algo, seed)`` of ``plan`` (the build's
+    ``rawboost_plan``); raises AudioError to reject it."""
     sr = cfg.stft.sample_rate
     spoof, _ = load(pair.spoof_path, sr, resample_quality=cfg.resample_quality, min_sr=cfg.min_sample_rate)
     if len(spoof) < 4 * cfg.stft.n_fft:
@@ -61,7 +60,7 @@ def labelled_rows(pair: "LabelledSpoof", cfg: "BuildConfig") -> list[dict]:
     flags = sample_labels(pair.labels, pair.segment_seconds, len(spoof), sr)
     spans = spans_of(flags)
     rows = []
-    for copy, algo, seed in rawboost_plan(pair.id, cfg):
+    for copy, algo, seed in plan:
         s = spoof
         if algo:
             from ..core.rawboost import augment
