@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import sys
 from dataclasses import replace
-from pathlib import Path
 
 from annotate.core.commands import run_cli
 from annotate.core.console import quiet_broken_pipe

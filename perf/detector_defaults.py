@@ -25,6 +25,8 @@ VARIANTS = {
     "nonorm800": ({}, {"steps": 800}, {"normalize_input": False}),
     "crop3s800": ({"crop": 48000}, {"steps": 800}, {}),
     "default800": ({}, {"steps": 800}, {}),
+    "preemph": ({}, {}, {"pre_emphasis": 0.97}),
+    "preemph_balanced4k": ({}, {"steps": 4000, "balanced": True}, {"pre_emphasis": 0.97}),
 }
 BASE_TRAIN = {"steps": 1000, "batch_size": 8, "lr": 5e-4, "seed": 0, "save_every": 1000}  # `train detector --config small`
 

@@ -150,7 +150,8 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--png", type=Path)
-    ap.add_argument("--json", type=Path, help="write every row here")
+    ap.add_argument("--json", type=Path, help="write every row here; rows already in it for the same checkpoint, "
+                    "setting, split, --limit and --max-frames are kept, not recomputed (add settings run by run)")
     a = ap.parse_args(argv)
     try:
         settings = [parse_setting(s) for s in a.settings.split(",") if s]
@@ -161,19 +162,29 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads)
     print(f"{'method':<12} {'setting':>8} {'NFE':>6} {'s/utt':>9} {'IoU':>6} [95% CI]  ({a.split}, {a.limit} rows"
           f"{f', first {a.max_frames} frames' if a.max_frames else ''})")
-    results = []
+    scope = {"split": a.split, "limit": a.limit, "max_frames": a.max_frames}
+    kept = json.loads(a.json.read_text()) if a.json and a.json.exists() else []
+    done = {(r["checkpoint"], r["setting"]) for r in kept if all(r.get(k) == v for k, v in scope.items())}
+    for r in kept:
+        if (r["checkpoint"], r["setting"]) in done:
+            print(_line(r) + "  (kept)")
+    results = list(kept)
     for ck in a.unet:
-        results += unet_rows(ck, a)
+        if (ck, "1 pass") not in done:
+            results += [{**r, **scope} for r in unet_rows(ck, a)]
     for ck in a.segdiff:
-        rs = segdiff_rows(ck, a, settings)
-        results += rs
+        todo = [(s, k) for s, k in settings if (ck, f"{s}x{k or 'ddpm'}") not in done]
+        results += [{**r, **scope} for r in segdiff_rows(ck, a, todo)]
+        rs = [r for r in results if r["checkpoint"] == ck and all(r.get(k) == v for k, v in scope.items())]
+        if not rs:
+            continue
         c = choose(rs)
         print(f"-> {rs[0]['method']} {ck}: cheapest within 1 IoU point of the best ({max(r['mean'] for r in rs):.1f}): "
               f"{c['setting']} ({c['mean']:.1f}, {c['sec_per_utt']:.2f} s/utt)")
     if a.json:
         a.json.write_text(json.dumps(results, indent=2))
     if a.png:
-        plot(results, a.png)
+        plot([r for r in results if all(r.get(k) == v for k, v in scope.items())], a.png)
     return 0
 
 

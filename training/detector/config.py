@@ -33,6 +33,7 @@ class FrontendConfig:
     dropout: float = 0.0
     weights: str | None = None
     normalize_input: bool = False  # per-utterance zero-mean/unit-variance of the waveform before the front end
+    pre_emphasis: float = 0.0  # y[n] = x[n] - a x[n-1] before the normalisation (0 = off): lifts the 4-8 kHz band
 
     @property
     def stride(self) -> int:

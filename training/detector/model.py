@@ -261,6 +261,9 @@ class Wav2Vec2AASIST(nn.Module):
             wave = wave.unsqueeze(0)
         if wave.dim() != 2:
             raise ValueError(f"expected a waveform batch (B, N), got shape {tuple(wave.shape)}")
+        a = self.config.frontend.pre_emphasis
+        if a:
+            wave = torch.cat([wave[:, :1], wave[:, 1:] - a * wave[:, :-1]], dim=1)
         if self.config.frontend.normalize_input:
             wave = (wave - wave.mean(1, keepdim=True)) / (wave.std(1, keepdim=True) + 1e-7)
         feats, _ = self.ssl.feature_extractor(wave, None)

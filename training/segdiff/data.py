@@ -48,6 +48,10 @@ class Normaliser:
     def __call__(self, logmag: np.ndarray) -> np.ndarray:
         return (np.asarray(logmag, dtype=np.float32) - np.float32(self.mean)) / np.float32(self.std)
 
+    def apply(self, utts: list[Utterance]) -> list[Utterance]:
+        """``utts`` with normalised log-magnitudes (float16, as the crop samplers store them)."""
+        return [Utterance(u.id, self(u.logmag).astype(np.float16), u.mask, u.audio) for u in utts]
+
     @classmethod
     def fit(cls, utts: list[Utterance]) -> "Normaliser":
         """Mean/std over every bin of ``utts`` (raw log-magnitudes), accumulated in float64."""

@@ -58,7 +58,7 @@ def _to_heat(x0: torch.Tensor) -> torch.Tensor:
     return (x0.clamp(-1, 1) + 1) / 2
 
 
-DEFAULT_MAX_BATCH = 8  # chains denoised together: on a CPU, larger batches fall out of cache and run slower per chain
+DEFAULT_MAX_BATCH = 8  # sampling chains denoised together in one forward pass (bounds memory)
 
 
 def _reverse_chains(model: SegDiffUNet, diff: Diffusion, feats: torch.Tensor, noise: NoiseSource, pairs: list[tuple[int, int]],

@@ -115,7 +115,7 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
             condition = SpecCondition()
     by_dataset = cfg.normalisation == "dataset"
     raw = {"normalise": None} if by_dataset else {}
-    from_rows = utts is None
+    from_rows, dev_from_rows = utts is None, dev_utts is None  # rows read here are raw when normalised by dataset
     if utts is None:
         utts = load_split(dataset, train_split, with_audio=with_audio, limit=train_limit, **raw)
     if dev_utts is None and dev_split:
@@ -129,8 +129,9 @@ def train(cfg: SegDiffConfig, dataset: str | Path, out: str | Path, *, detector:
         saved = json.loads((out / CONFIG_FILE).read_text()).get("normalisation") if (out / CONFIG_FILE).exists() else None
         norm = Normaliser(*saved) if saved else Normaliser.fit(utts) if from_rows else None
         if norm is not None and from_rows:
-            utts = [Utterance(u.id, norm(u.logmag).astype(np.float16), u.mask, u.audio) for u in utts]
-            dev_utts = [Utterance(u.id, norm(u.logmag).astype(np.float16), u.mask, u.audio) for u in dev_utts or []]
+            utts = norm.apply(utts)
+        if norm is not None and dev_from_rows and dev_utts:
+            dev_utts = norm.apply(dev_utts)
     if world.main:
         out.mkdir(parents=True, exist_ok=True)
 

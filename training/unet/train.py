@@ -82,8 +82,7 @@ def train(cfg: UNetConfig, dataset: str | Path, out: str | Path, *, train_split:
         except (FileNotFoundError, ValueError) as e:
             log(f"no validation: {e}")
     norm = Normaliser(*state["normalisation"]) if state else Normaliser.fit(utts)
-    utts = [Utterance(u.id, norm(u.logmag).astype(np.float16), u.mask) for u in utts]
-    dev_utts = [Utterance(u.id, norm(u.logmag).astype(np.float16), u.mask) for u in dev_utts or []]
+    utts, dev_utts = norm.apply(utts), norm.apply(dev_utts or [])
 
     torch.manual_seed(tc.seed)
     net = UNet(cfg.model).to(world.device)
