@@ -16,7 +16,8 @@ of one op, never its forward value (``_exact`` keeps the forward bit-identical):
   ``scaled_dot_product_attention``): relevance split 50/50 between the operands.
 - LayerNorm / GroupNorm (and any division by an input-dependent tensor, ``std``/``var``): the
   standard deviation is held constant; BatchNorm (eval) is affine.
-- element-wise activations (GELU, SELU, tanh, sigmoid, ...): identity rule, R_in = R_out.
+- element-wise activations (GELU, SELU, tanh, sigmoid, log of a log-spectral front end, ...): identity rule,
+  R_in = R_out.
 - max / max-pool / top-k / abs / gather / sums / reshapes: plain gradient (exactly conservative).
 
 Constants added to input-dependent values (linear/conv biases, norm and BatchNorm shifts, added tables):
@@ -139,7 +140,7 @@ DIVISIONS = {torch.div, T.div, T.__truediv__, torch.true_divide}
 STATS = {torch.std, T.std, torch.var, T.var, T.norm, torch.norm, torch.linalg.vector_norm}
 ACTIVATIONS = {
     F.gelu, F.selu, torch.selu, F.elu, F.relu, torch.relu, T.relu, F.silu, F.softplus, F.leaky_relu, F.mish,
-    torch.tanh, T.tanh, F.tanh, torch.sigmoid, T.sigmoid, F.sigmoid,
+    torch.tanh, T.tanh, F.tanh, torch.sigmoid, T.sigmoid, F.sigmoid, torch.log, T.log,
 }
 IN_PLACE = {T.__iadd__: T.__add__, T.__isub__: T.__sub__}
 ADDS = {torch.add, T.add, T.__add__, T.__radd__, T.__iadd__, torch.sub, T.sub, T.__sub__, T.__rsub__, T.__isub__}

@@ -6,6 +6,7 @@ message per problem and no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable
@@ -76,7 +77,10 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ddim-steps", type=int, default=EXPLAIN_DDIM_STEPS,
                    help=f"SegDiff DDIM steps (default {EXPLAIN_DDIM_STEPS}; 0 = every diffusion step)")
     p.add_argument("--force", action="store_true", help="recompute methods whose result exists")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="torch CPU threads (with one worker)")
+    p.add_argument("--workers", type=int, default=None,
+                   help="explain processes per method, each on its share of the rows with one thread "
+                        "(default: the usable CPU cores; 1 = in this process)")
     p.add_argument("--no-progress", action="store_true")
     _boot_args(p)
 
@@ -213,6 +217,7 @@ def _run(a) -> int:
         dataset=a.dataset, out=a.out, split=a.split, detector=a.detector, segdiff=tuple(a.segdiff), unet=tuple(a.unet), methods=methods,
         limit=a.limit, seed=a.seed, boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed),
         segdiff_samples=a.segdiff_samples, ddim_steps=a.ddim_steps or None, force=a.force, progress=not a.no_progress,
+        workers=a.workers if a.workers is not None else len(os.sched_getaffinity(0)),
     )
     results, notes = run_benchmark(cfg, log=lambda m: print(f"benchmark: {m}", file=sys.stderr))
     table = format_table1(results, notes)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import textwrap
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +55,7 @@ class RunConfig:
     ddim_steps: int | None = EXPLAIN_DDIM_STEPS  # None = every diffusion step (DDPM)
     force: bool = False
     progress: bool = True
+    workers: int = 1  # explain processes per method (rows split among them, one torch thread each); same output
 
 
 @dataclass(frozen=True)
@@ -180,20 +181,62 @@ def _unet_step(checkpoint: str) -> int | None:
     return load_checkpoint(checkpoint)[3].get("step")
 
 
-def explain(cfg: RunConfig, job: Job, out: Path) -> Path:
-    """Write ``job``'s submission with the explainers' own run loops (resumable there)."""
+def explain(cfg: RunConfig, job: Job, out: Path, n_rows: int) -> Path:
+    """Write ``job``'s submission with the explainers' own run loops (resumable there); with ``cfg.workers`` > 1,
+    as that many row shards in parallel processes, then merged (heatmaps are seeded per row: the same file)."""
+    workers = min(cfg.workers, n_rows)
+    if workers <= 1:
+        return _explain_part(cfg, job, out, None)
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from .merge import merge
+
+    parts = [out.with_name(f"{out.stem}.part{i}of{workers}.parquet") for i in range(workers)]
+    with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool:
+        # part 0's progress bar stands for all of them (equal shares of the rows run side by side)
+        done = [pool.submit(_explain_worker, replace(cfg, progress=cfg.progress and i == 0), job, parts[i], (i, workers))
+                for i in range(workers)]
+        for d in done:
+            d.result()
+    merge(parts, out)
+    for part in parts:
+        _remove(part)
+    return out
+
+
+def _explain_worker(cfg: RunConfig, job: Job, out: Path, shard: tuple[int, int]) -> Path:
+    import torch
+
+    torch.set_num_threads(1)  # the processes share the cores
+    return _explain_part(cfg, job, out, shard)
+
+
+def _explain_part(cfg: RunConfig, job: Job, out: Path, shard: tuple[int, int] | None) -> Path:
     from baselines.explain import ExplainConfig, run, run_segdiff, run_unet
 
     if job.kind == "unet":
-        return run_unet(job.checkpoint, cfg.dataset, cfg.split, out, limit=cfg.limit, progress=cfg.progress)
+        return run_unet(job.checkpoint, cfg.dataset, cfg.split, out, limit=cfg.limit, progress=cfg.progress, shard=shard)
     if job.kind == "segdiff":
         meta = _segdiff_meta(job.checkpoint)
         det = None if meta.get("detector") else cfg.detector  # ADDSegDiff: its own training detector first
         return run_segdiff(job.method, job.checkpoint, cfg.dataset, cfg.split, out, seed=cfg.seed, limit=cfg.limit,
-                           n_samples=cfg.segdiff_samples, ddim_steps=cfg.ddim_steps, detector=det, progress=cfg.progress)
+                           n_samples=cfg.segdiff_samples, ddim_steps=cfg.ddim_steps, detector=det, progress=cfg.progress,
+                           shard=shard)
     ec = ExplainConfig(method=job.method, dataset=cfg.dataset, split=cfg.split,
                        detector=cfg.detector if job.kind == "xai" else None, seed=cfg.seed, limit=cfg.limit)
-    return run(ec, out, progress=cfg.progress)
+    return run(ec, out, progress=cfg.progress, shard=shard)
+
+
+def _remove(path: Path) -> None:
+    """A part submission (file or folder) and the explainer's resume folder next to it."""
+    import shutil
+
+    for p in (path, path.with_name(path.name + ".parts")):
+        if p.is_dir():
+            shutil.rmtree(p)
+        else:
+            p.unlink(missing_ok=True)
 
 
 def _segdiff_meta(checkpoint: str) -> dict:
@@ -243,7 +286,7 @@ def run_benchmark(cfg: RunConfig, log=print) -> tuple[list[dict], list[str]]:
             _check_ids(sub, truth)
             log(f"{job.label}: reusing {sub}")
         else:
-            explain(cfg, job, sub)
+            explain(cfg, job, sub, len(truth.ids))
         t1 = time.perf_counter()
         if cfg.detector and detector is None:
             detector = load_detector_checkpoint(cfg.detector)

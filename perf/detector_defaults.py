@@ -1,7 +1,7 @@
 """What holds the small detector back on real speech: train variants of the `small` preset on a dataset's train
 split and print each one's test EER per spoof kind with its training CPU time (one run, one table).
 
-    python perf/detector_defaults.py --dataset runs/devcorpus/ds --out runs/detvariants --variants default,steps4k,balanced4k
+    python perf/detector_defaults.py --dataset runs/devcorpus/ds --out runs/detvariants --variants default,conv,logspec
 
 Each variant is the `small` preset with a few settings changed (see VARIANTS); training is single-threaded, so
 its CPU time is its budget. A variant already trained in ``--out`` is evaluated again, not retrained.
@@ -14,27 +14,29 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+CONV = {"extractor": "conv"}  # the waveform conv extractor (the small preset's front end until 2026-12-06)
+PLAIN = {"steps": 1000, "balanced": False}  # the training defaults of that time
 VARIANTS = {
     # name: (DetectorConfig changes, TrainConfig changes, frontend changes)
-    "default": ({}, {}, {}),
-    "steps4k": ({}, {"steps": 4000}, {}),
-    "balanced4k": ({}, {"steps": 4000, "balanced": True}, {}),
-    "balanced4k_nonorm": ({}, {"steps": 4000, "balanced": True}, {"normalize_input": False}),
-    "balanced2k_crop2s": ({"crop": 32000}, {"steps": 2000, "balanced": True}, {}),
-    "balanced4k_lr1e-4": ({}, {"steps": 4000, "balanced": True, "lr": 1e-4}, {}),
-    "nonorm800": ({}, {"steps": 800}, {"normalize_input": False}),
-    "crop3s800": ({"crop": 48000}, {"steps": 800}, {}),
-    "default800": ({}, {"steps": 800}, {}),
-    "preemph": ({}, {}, {"pre_emphasis": 0.97}),
-    "preemph_balanced4k": ({}, {"steps": 4000, "balanced": True}, {"pre_emphasis": 0.97}),
+    "default": ({}, {}, {}),  # `train detector --config small` today: log-spectral stem, 3000 balanced steps
+    "conv": ({}, PLAIN, CONV),  # the former defaults
+    "conv_steps4k": ({}, {**PLAIN, "steps": 4000}, CONV),
+    "conv_balanced4k": ({}, {"steps": 4000, "balanced": True}, CONV),
+    "conv_balanced4k_nonorm": ({}, {"steps": 4000, "balanced": True}, {**CONV, "normalize_input": False}),
+    "conv_balanced4k_lr1e-4": ({}, {"steps": 4000, "balanced": True, "lr": 1e-4}, CONV),
+    "conv_nonorm800": ({}, {**PLAIN, "steps": 800}, {**CONV, "normalize_input": False}),
+    "conv_crop3s800": ({"crop": 48000}, {**PLAIN, "steps": 800}, CONV),
+    "conv_preemph": ({}, PLAIN, {**CONV, "pre_emphasis": 0.97}),
+    "logspec": ({}, PLAIN, {}),  # log-spectral stem, former training defaults
+    "logspec_balanced3k": ({}, {}, {}),  # = default (named for the table in docs/devcorpus.md)
 }
-BASE_TRAIN = {"steps": 1000, "batch_size": 8, "lr": 5e-4, "seed": 0, "save_every": 1000}  # `train detector --config small`
+BASE_TRAIN = {"steps": 3000, "batch_size": 8, "lr": 5e-4, "seed": 0, "save_every": 1000, "balanced": True}  # `train detector --config small`
 
 
 def run(name: str, dataset: str, out: Path, split: str) -> dict:
     import torch
 
-    from training.detector.config import TrainConfig, preset
+    from training.detector.config import DetectorConfig, TrainConfig, preset
     from training.detector.evaluate import evaluate
     from training.detector.train import train
 
@@ -45,7 +47,8 @@ def run(name: str, dataset: str, out: Path, split: str) -> dict:
     ck = out / name
     torch.set_num_threads(1)
     cpu_file = ck / "cpu_seconds.json"
-    if not (ck / "model.pt").exists() or json.loads((ck / "config.json").read_text()).get("step") != tcfg.steps:
+    saved = json.loads((ck / "config.json").read_text()) if (ck / "model.pt").exists() else {}
+    if saved.get("step") != tcfg.steps or DetectorConfig.from_dict(saved["config"]) != cfg:
         c0 = time.process_time()
         train(dataset, ck, cfg, tcfg, progress=False)
         cpu_file.write_text(json.dumps({"cpu_seconds": time.process_time() - c0}))
@@ -59,7 +62,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--variants", default="default,steps4k,balanced4k")
+    ap.add_argument("--variants", default="default,conv,logspec")
     ap.add_argument("--split", default="test")
     a = ap.parse_args()
     names = [v.strip() for v in a.variants.split(",") if v.strip()]

@@ -242,13 +242,14 @@ def test_broken_rule_fails_strict_conservation(broken, monkeypatch):
     assert _per_item_gap(res) > BROKEN, (broken, _per_item_gap(res))
 
 
-def test_attnlrp_on_the_detector_through_rawwrapper():
-    """The real detector architecture (tiny config) through RawWrapper: forward reproduced, every op known,
-    relevance accounted for, one map per window."""
+@pytest.mark.parametrize("extractor", ["conv", "logspec"])
+def test_attnlrp_on_the_detector_through_rawwrapper(extractor):
+    """The real detector architecture (tiny config, either feature extractor) through RawWrapper: forward
+    reproduced, every op known, relevance accounted for, one map per window."""
     from baselines.rawwrapper import RawWrapper, make_windows, spectrogram
     from test_rawwrapper import tiny_detector
 
-    det = tiny_detector()
+    det = tiny_detector(extractor=extractor)
     x = np.random.default_rng(0).standard_normal(12001).astype(np.float32) * 0.1
     win = make_windows(x, det.config.crop)
     logmag, phase = spectrogram(win.crops)
@@ -281,25 +282,29 @@ def short_trained(demo_ds, tmp_path_factory):
 @pytest.mark.parametrize("which", ["random", "trained"])
 def test_detector_ledger_identity_on_odd_length_demo_utterances(which, demo_ds, short_trained):
     """The small detector on demo test utterances cut to odd lengths (shorter than the crop: tiled; longer:
-    several crops): every op known, input + booked relevance == logit per window batch (1e-3), while the
-    strict form fails by far (biases, shifts and the softmax remainder keep most relevance; see module doc)."""
+    several crops): every op known, input + booked relevance == logit per window batch, while the strict form
+    fails by far (biases, shifts and the softmax remainder keep most relevance; see module doc). Run in float64:
+    the identity is exact there (1e-11 measured); in float32 the trained log-spectral detector misses it by ~0.1%
+    of the logit, rounding."""
+    import copy
+
     from annotate.core.audio import decode_bytes
     from annotate.core.dataset import iter_rows
     from baselines.rawwrapper import RawWrapper, make_windows, spectrogram
     from test_rawwrapper import tiny_detector
 
-    det = tiny_detector() if which == "random" else short_trained
+    det = copy.deepcopy(tiny_detector() if which == "random" else short_trained).double()
     wrapper = RawWrapper(det, det.config.crop)
     rows = [r for _, r in zip(range(2), iter_rows(demo_ds, "test", ["id", "spoof_audio"]))]
     strict = []
     for row, n in zip(rows, (5001, 12345)):
         x, _ = decode_bytes(row["spoof_audio"]["bytes"])
-        logmag, phase = spectrogram(make_windows(x[:n], det.config.crop).crops)
+        logmag, phase = (t.double() for t in spectrogram(make_windows(x[:n], det.config.crop).crops))
         res = attnlrp(lambda m: wrapper.from_magnitude(m, phase)[:, 1], logmag.exp(), wrapper)
         assert res.relevance.shape == logmag.shape and torch.isfinite(res.relevance).all() and res.unhandled == ()
         total_out = float(res.output.double().sum())
         total_in = float(res.relevance.double().sum())
-        assert abs(total_in + sum(res.absorbed.values()) - total_out) <= 1e-3 * max(1.0, float(res.output.abs().sum())), row["id"]
+        assert abs(total_in + sum(res.absorbed.values()) - total_out) <= 1e-7 * max(1.0, float(res.output.abs().sum())), row["id"]
         strict.append(_per_item_gap(res))
     assert max(strict) > 0.1, strict  # if this starts to hold, update the figures in baselines/attnlrp.py
 

@@ -59,7 +59,7 @@ def test_run_table_resume_and_leaderboard(demo_ds, detector, segdiff_ckpt, tmp_p
     out = tmp_path / "results"
     args = ["run", "--dataset", str(demo_ds), "--detector", str(detector), "--segdiff", str(segdiff_ckpt),
             "--methods", "gradcam", "specsegdiff", "--limit", str(LIMIT), "--out", str(out), "--bootstrap", "100",
-            "--segdiff-samples", "2", "--ddim-steps", "2", "--threads", "1", "--no-progress"]
+            "--segdiff-samples", "2", "--ddim-steps", "2", "--threads", "1", "--workers", "1", "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert "GDice" in printed and "Fid-In" in printed and "Note: percent" in printed
@@ -103,6 +103,28 @@ def test_run_table_resume_and_leaderboard(demo_ds, detector, segdiff_ckpt, tmp_p
     assert main(["leaderboard", str(out), "--format", "csv"]) == 0
     csv_rows = capsys.readouterr().out.strip().splitlines()
     assert len(csv_rows) == 1 + 5
+
+
+def test_run_workers_write_the_same_submissions(demo_ds, detector, tmp_path, capsys):
+    """Rows split among 2 explain processes, merged: the same heatmaps and scores as one process, no parts left."""
+    import pyarrow.parquet as pq
+
+    got = {}
+    for w in (1, 2):
+        out = tmp_path / f"w{w}"
+        assert main(["run", "--dataset", str(demo_ds), "--detector", str(detector), "--methods", "gradcam", "--limit", "4",
+                     "--out", str(out), "--workers", str(w), "--bootstrap", "100", "--no-progress"]) == 0
+        capsys.readouterr()
+        assert sorted(p.name for p in (out / "submissions").iterdir()) == [
+            "chance_smoothed_random.parquet", "chance_spoof_energy.parquet", "chance_uniform_random.parquet", "gradcam.parquet"]
+        got[w] = {p.stem: pq.read_table(p).select(["id", "heatmap"]).to_pydict() for p in (out / "submissions").iterdir()}
+        got[w]["iou"] = {p.stem: json.loads(p.read_text())["overall"]["IoU"]["mean"] for p in out.glob("*.json")}
+    assert got[1]["iou"] == got[2]["iou"]
+    for name in got[1]:
+        if name != "iou":
+            assert got[1][name]["id"] == got[2][name]["id"]
+            for a, b in zip(got[1][name]["heatmap"], got[2][name]["heatmap"]):
+                np.testing.assert_array_equal(np.asarray(a, dtype=np.float32), np.asarray(b, dtype=np.float32))
 
 
 def test_run_without_detector_has_no_faithfulness(demo_ds, tmp_path, capsys):

@@ -54,8 +54,9 @@ def test_shapes_and_hooks():
         allout = m.forward_all(x)
     h.remove()
     assert logits.shape == (3, 2) and emb.shape == (3, 160)
-    assert len(layers) == 2 and all(t.shape == (3, 49, 128) for t in layers)  # 16000 / 320 -> 49 frames
-    assert seen[0][0] == 3 and seen[0][-1] == 49 // 3  # time last, one step per 3 frames
+    frames = ((16000 - 512) // 160 + 1) // 2  # log-spectral stem: 97 STFT frames, pooled in pairs -> 48
+    assert len(layers) == 2 and all(t.shape == (3, frames, 128) for t in layers)
+    assert seen[0][0] == 3 and seen[0][-1] == frames // 3  # time last, one step per 3 frames
     assert torch.allclose(allout["logits"], logits, atol=1e-5) and torch.allclose(allout["embedding"], emb, atol=1e-5)
     assert torch.allclose(allout["layers"][1], layers[1], atol=1e-5)
     assert torch.allclose(m.score(x), logits[:, 1] - logits[:, 0])
@@ -76,6 +77,43 @@ def test_paper_config_sizes():
     for _, k, s in cfg.frontend.conv_layers:
         n = (n - k) // s + 1
     assert n == 201 and n // cfg.backend.pool == 67
+
+
+def test_feature_extractors_geometry_and_old_configs():
+    """Both feature extractors: frames where ``geometry`` says they are (frame j reads [j stride, j stride + field)),
+    features of ``feature_dim`` into the encoder; a config saved before ``extractor`` existed loads as "conv"."""
+    base = _tiny_cfg()
+    n = 9000
+    for extractor, expect in (("conv", (320, 400)), ("logspec", (320, 672))):
+        cfg = replace(base, frontend=replace(base.frontend, extractor=extractor, spec_channels=(4, 8, 8, 8)))
+        fe = cfg.frontend
+        assert fe.geometry == expect
+        torch.manual_seed(0)
+        m = Wav2Vec2AASIST(cfg).eval()
+        with torch.no_grad():
+            feats, _ = m.ssl.feature_extractor(torch.randn(2, n), None)
+        stride, field = fe.geometry
+        assert feats.shape == (2, (n - field) // stride + 1, fe.feature_dim)
+    old = json.loads(json.dumps(base.to_dict()))
+    for key in ("extractor", "spec_n_fft", "spec_hop", "spec_channels", "pre_emphasis"):
+        old["frontend"].pop(key)
+    assert DetectorConfig.from_dict(old).frontend.extractor == "conv"
+    with pytest.raises(ValueError, match="unknown feature extractor"):
+        Wav2Vec2AASIST(replace(base, frontend=replace(base.frontend, extractor="mfcc")))
+
+
+def test_pre_emphasis_filters_the_input():
+    """``pre_emphasis = a`` equals feeding y[n] = x[n] - a x[n-1] to the same weights without it."""
+    cfg = _tiny_cfg()
+    torch.manual_seed(0)
+    m = Wav2Vec2AASIST(replace(cfg, frontend=replace(cfg.frontend, pre_emphasis=0.97))).eval()
+    plain = Wav2Vec2AASIST(cfg).eval()
+    plain.load_state_dict(m.state_dict())
+    x = torch.randn(2, 8000)
+    y = torch.cat([x[:, :1], x[:, 1:] - 0.97 * x[:, :-1]], dim=1)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x), plain(y))
+        assert not torch.allclose(m(x), plain(x), atol=1e-4)
 
 
 def test_save_load_reproduces_scores(tmp_path):

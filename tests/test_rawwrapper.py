@@ -13,13 +13,15 @@ from annotate.core.spectral import DEFAULT_STFT
 from baselines.rawwrapper import RawWrapper, make_windows, spectrogram
 
 
-def tiny_detector(seed: int = 0, crop: int = 8000):
-    """A randomly initialised Wav2Vec2-AASIST, small enough for unit tests (BN statistics moved off init)."""
+def tiny_detector(seed: int = 0, crop: int = 8000, extractor: str | None = None):
+    """A randomly initialised Wav2Vec2-AASIST, small enough for unit tests (BN statistics moved off init);
+    ``extractor``: "conv" or "logspec" (default: the small preset's)."""
     from training.detector import Wav2Vec2AASIST, preset
 
     cfg = preset("small")
     fe = replace(cfg.frontend, conv_layers=((8, 10, 5),) + ((8, 3, 2),) * 4 + ((8, 2, 2),) * 2, embed_dim=32,
-                 num_heads=2, ff_dim=32, pos_conv_kernel=8, pos_conv_groups=2)
+                 num_heads=2, ff_dim=32, pos_conv_kernel=8, pos_conv_groups=2, spec_channels=(4, 8, 8, 8),
+                 extractor=extractor or cfg.frontend.extractor)
     be = replace(cfg.backend, res_channels=(1, 4, 4, 8, 8, 8, 8), proj_dim=24, gat_dim=16, hs_dims=(8, 8))
     torch.manual_seed(seed)
     m = Wav2Vec2AASIST(replace(cfg, frontend=fe, backend=be, crop=crop))

@@ -24,12 +24,14 @@ def _add_detector(p: argparse.ArgumentParser) -> None:
     p.add_argument("--frontend-weights", default=None,
                    help="local XLS-R checkpoint (torch state dict: torchaudio/fairseq/HF keys, or an HF folder); never downloaded")
     p.add_argument("--split", default="train")
-    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 1000 small, 20000 xlsr300m)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: 3000 small, 20000 xlsr300m)")
     p.add_argument("--batch-size", type=int, default=None, help="default: 8 small, 14 xlsr300m (paper)")
     p.add_argument("--lr", type=float, default=None, help="Adam lr (default: 5e-4 small, 1e-6 xlsr300m as in the paper)")
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--class-weights", default=None, metavar="BONA,SPOOF",
-                   help="CE weights (index 0 bona fide, 1 spoof); default: inverse class frequency")
+                   help="CE weights (index 0 bona fide, 1 spoof); default: inverse class frequency (equal with --balanced)")
+    p.add_argument("--balanced", action=argparse.BooleanOptionalAction, default=None,
+                   help="batches half bona fide, half spoof (default: on for small, off for xlsr300m)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rawboost-algo", type=int, default=0, choices=range(0, 9), help="on-the-fly RawBoost (paper: 5; 0 = off)")
     p.add_argument("--rawboost-prob", type=float, default=1.0)
@@ -140,10 +142,11 @@ def _run_detector(a: argparse.Namespace) -> int:
     if cw is not None and len(cw) != 2:
         raise ValueError(f"--class-weights needs two numbers BONA,SPOOF, got {a.class_weights!r}")
     tcfg = TrainConfig(
-        steps=(1000 if small else 20000) if a.steps is None else a.steps,
+        steps=(3000 if small else 20000) if a.steps is None else a.steps,
         batch_size=(8 if small else 14) if a.batch_size is None else a.batch_size,
         lr=(5e-4 if small else 1e-6) if a.lr is None else a.lr, weight_decay=a.weight_decay, seed=a.seed, class_weights=cw,
         rawboost_algo=a.rawboost_algo, rawboost_prob=a.rawboost_prob, save_every=a.save_every,
+        balanced=small if a.balanced is None else a.balanced,
     )
     out = train(a.dataset, a.out, cfg, tcfg, items=items, split=a.split, progress=not a.no_progress, extra_meta=extra,
                 world=world)

@@ -204,8 +204,32 @@ class AASISTBackend(nn.Module):
 # ----------------------------------------------------------------------------------------------- front end
 
 
+class LogSpecExtractor(nn.Module):
+    """In place of wav2vec2's conv feature extractor (``FrontendConfig.extractor == "logspec"``): log-magnitude
+    STFT frames through a 2-D conv stem, flattened per frame. Same call and output layout as torchaudio's
+    ``FeatureExtractor``: ``(wave (B, N), lengths) -> ((B, T', C x F'), None)``."""
+
+    def __init__(self, cfg: FrontendConfig):
+        super().__init__()
+        self.n_fft, self.hop = cfg.spec_n_fft, cfg.spec_hop
+        self.register_buffer("window", torch.hann_window(cfg.spec_n_fft), persistent=False)
+        blocks, c_in = [], 1
+        for i, c in enumerate(cfg.spec_channels):  # separate modules per block (captum's DeepLift hooks modules)
+            blocks.append(nn.Sequential(nn.Conv2d(c_in, c, 3, padding=1), nn.BatchNorm2d(c), nn.ReLU(),
+                                        nn.MaxPool2d((2, 2 if i == 0 else 1))))
+            c_in = c
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None):
+        spec = torch.stft(wave, self.n_fft, self.hop, window=self.window, center=False, return_complex=True).abs()
+        h = self.blocks(torch.log(spec + 1e-5).unsqueeze(1))  # (B, C, F', T'); the floor keeps silence finite
+        b, c, f, t = h.shape
+        return h.permute(0, 3, 1, 2).reshape(b, t, c * f), None
+
+
 def build_frontend(cfg: FrontendConfig) -> nn.Module:
-    """A torchaudio Wav2Vec2Model for ``cfg`` (weights imported from ``cfg.weights`` when given)."""
+    """A torchaudio Wav2Vec2Model for ``cfg`` (weights imported from ``cfg.weights`` when given); with
+    ``extractor="logspec"`` its conv feature extractor is replaced by :class:`LogSpecExtractor`."""
     from torchaudio.models import wav2vec2_model, wav2vec2_xlsr_300m
 
     if cfg.arch == "xlsr300m" and cfg.num_layers == 24:
@@ -224,6 +248,13 @@ def build_frontend(cfg: FrontendConfig) -> nn.Module:
         )
     else:
         raise ValueError(f"unknown front-end arch {cfg.arch!r}; use 'custom' or 'xlsr300m'")
+    if cfg.extractor == "logspec":
+        from torchaudio.models.wav2vec2.components import FeatureProjection
+
+        ssl.feature_extractor = LogSpecExtractor(cfg)
+        ssl.encoder.feature_projection = FeatureProjection(cfg.feature_dim, cfg.embed_dim, cfg.dropout)
+    elif cfg.extractor != "conv":
+        raise ValueError(f"unknown feature extractor {cfg.extractor!r}; use 'conv' or 'logspec'")
     if cfg.weights:
         from .weights import load_into
 

@@ -20,12 +20,8 @@ def detector_spec(det) -> tuple[tuple[int, ...], int]:
 
 
 def conv_geometry(det) -> tuple[int, int]:
-    """(stride, receptive field) in samples of the detector's conv front end: where its frames sit in time."""
-    stride, field = 1, 1
-    for _, kernel, step in det.config.frontend.conv_layers:
-        field += (kernel - 1) * stride
-        stride *= step
-    return stride, field
+    """(stride, receptive field) in samples of the detector's feature extractor: where its frames sit in time."""
+    return det.config.frontend.geometry
 
 
 @torch.no_grad()
