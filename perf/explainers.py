@@ -164,10 +164,10 @@ def main(argv=None) -> int:
           f"{f', first {a.max_frames} frames' if a.max_frames else ''})")
     scope = {"split": a.split, "limit": a.limit, "max_frames": a.max_frames}
     kept = json.loads(a.json.read_text()) if a.json and a.json.exists() else []
-    done = {(r["checkpoint"], r["setting"]) for r in kept if all(r.get(k) == v for k, v in scope.items())}
-    for r in kept:
-        if (r["checkpoint"], r["setting"]) in done:
-            print(_line(r) + "  (kept)")
+    in_scope = [r for r in kept if all(r.get(k) == v for k, v in scope.items())]
+    done = {(r["checkpoint"], r["setting"]) for r in in_scope}
+    for r in in_scope:
+        print(_line(r) + "  (kept)")
     results = list(kept)
     for ck in a.unet:
         if (ck, "1 pass") not in done:
