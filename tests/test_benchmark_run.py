@@ -147,6 +147,10 @@ def test_run_input_errors(demo_ds, tmp_path, capsys):
     assert "--segdiff" in capsys.readouterr().err
     assert main(base + ["--segdiff", str(tmp_path / "missing")]) == 2
     assert "not a SegDiff checkpoint" in capsys.readouterr().err
+    assert main(base + ["--workers", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--workers" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r").exists()  # refused before any work
 
 
 def test_vectorised_scoring_equals_per_utterance_reference():
