@@ -59,13 +59,13 @@ def build_config(a):
     cfg = preset(a.config, a.condition)
     model = replace(cfg.model, width=a.width, rrdb_blocks=a.rrdb_blocks)
     if a.condition == "detector":
-        from .detector_features import conv_geometry, detector_spec, load_frozen_detector
+        from .detector_features import frame_geometry, detector_spec, load_frozen_detector
 
         if not a.detector:
             raise SystemExit("error: --condition detector needs --detector CKPT (train one with `train detector`)")
         det = load_frozen_detector(a.detector)
         layers, dim = detector_spec(det)
-        stride, field = conv_geometry(det)
+        stride, field = frame_geometry(det)
         model = replace(model, detector_layers=layers, detector_dim=dim, detector_stride=stride, detector_field=field)
     diffusion = replace(cfg.diffusion, parameterisation=a.parameterisation)
     train = replace(cfg.train, steps=a.steps, batch_size=a.batch_size, crop_frames=a.crop_frames, lr=a.lr, fg_weight=a.fg_weight,

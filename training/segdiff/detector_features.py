@@ -19,7 +19,7 @@ def detector_spec(det) -> tuple[tuple[int, ...], int]:
     return tuple(det.config.segdiff_layers), int(det.config.frontend.embed_dim)
 
 
-def conv_geometry(det) -> tuple[int, int]:
+def frame_geometry(det) -> tuple[int, int]:
     """(stride, receptive field) in samples of the detector's feature extractor: where its frames sit in time."""
     return det.config.frontend.geometry
 
