@@ -38,10 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temporal", action="store_true",
                    help="gradcam: write 1-D maps (one value per STFT frame) of the last temporal layer, for the temporal track")
     g = p.add_argument_group("SHAP")
-    g.add_argument("--n-references", type=int, default=20, help="DeepSHAP bona fide references (default 20)")
-    g.add_argument("--n-samples", type=int, default=None, help=f"GradientSHAP samples (default 20); SegDiff samples (default {EXPLAIN_SAMPLES}, "
+    g.add_argument("--n-references", type=int, default=10, help="DeepSHAP bona fide references (default 10; the paper's "
+                   "20 localise no better at twice the cost, docs/baselines.md)")
+    g.add_argument("--n-samples", type=int, default=None, help="GradientSHAP samples (default 10; the paper's 20: "
+                   f"docs/baselines.md); SegDiff samples (default {EXPLAIN_SAMPLES}, "
                    "from the cost-quality frontier, docs/segdiff.md)")
-    g.add_argument("--chunk", type=int, default=5, help="references/samples per captum call (memory bound; default 5)")
+    g.add_argument("--chunk", type=int, default=5, help="GradientSHAP samples per captum call (memory bound; default 5)")
+    g.add_argument("--deepshap-batch", type=int, default=4, help="DeepSHAP (window, reference) pairs per captum call "
+                   "(default 4: small batches stay in a CPU's cache, docs/performance.md)")
     g.add_argument("--no-extend-rescale", action="store_true", help="DeepSHAP: only captum's own Rescale module types")
     g = p.add_argument_group("AttnLRP")
     g.add_argument("--eps", type=float, default=1e-6)
@@ -64,7 +68,7 @@ def check_explain_options(a: argparse.Namespace) -> None:
     from annotate.core.console import FINITE, NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, check_options
 
     check_options(a, {"limit": POSITIVE, "seed": NON_NEGATIVE, "batch_rows": POSITIVE, "threads": POSITIVE,
-                      "n_references": POSITIVE, "n_samples": POSITIVE, "chunk": POSITIVE, "eps": POSITIVE_FLOAT,
+                      "n_references": POSITIVE, "n_samples": POSITIVE, "chunk": POSITIVE, "deepshap_batch": POSITIVE, "eps": POSITIVE_FLOAT,
                       "gamma_conv1d": NON_NEGATIVE, "gamma_conv2d": NON_NEGATIVE, "gamma_linear": NON_NEGATIVE,
                       "ddim_steps": NON_NEGATIVE, "max_batch": POSITIVE, "hop": POSITIVE})
     check_options(a, {"eps": FINITE, "gamma_conv1d": FINITE, "gamma_conv2d": FINITE, "gamma_linear": FINITE})
@@ -106,7 +110,7 @@ def _run(a: argparse.Namespace) -> int:
         from .explain import ExplainConfig, run
         from .shap import ShapConfig
 
-        shap = ShapConfig(n_references=a.n_references, n_samples=20 if a.n_samples is None else a.n_samples, chunk=a.chunk, extend_rescale=not a.no_extend_rescale)
+        shap = ShapConfig(n_references=a.n_references, n_samples=ShapConfig.n_samples if a.n_samples is None else a.n_samples, chunk=a.chunk, batch=a.deepshap_batch, extend_rescale=not a.no_extend_rescale)
         lrp = replace(LRPConfig(), eps=a.eps, gamma_conv1d=a.gamma_conv1d, gamma_conv2d=a.gamma_conv2d, gamma_linear=a.gamma_linear)
         cfg = ExplainConfig(method=a.method, dataset=a.dataset, split=a.split, detector=a.detector, seed=a.seed, limit=a.limit,
                             temporal=a.temporal,

@@ -45,7 +45,7 @@ class ExplainConfig:
     def settings(self) -> dict:
         """The method-specific settings (what goes into the metadata besides method/detector/dataset)."""
         if self.method in ("deepshap", "gradientshap"):
-            keys = ("n_references", "chunk", "extend_rescale") if self.method == "deepshap" else ("n_samples", "stdevs", "chunk")
+            keys = ("n_references", "batch", "extend_rescale") if self.method == "deepshap" else ("n_samples", "stdevs", "chunk")
             s = {k: getattr(self.shap, k) for k in keys}
             if self.method == "gradientshap":
                 s["baseline"] = "zero log-magnitude"

@@ -76,6 +76,9 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"SegDiff samples per utterance (default {EXPLAIN_SAMPLES}: explain's default, docs/segdiff.md)")
     p.add_argument("--ddim-steps", type=int, default=EXPLAIN_DDIM_STEPS,
                    help=f"SegDiff DDIM steps (default {EXPLAIN_DDIM_STEPS}; 0 = every diffusion step)")
+    p.add_argument("--deepshap-references", type=int, default=None,
+                   help="DeepSHAP bona fide references (default: explain's, 10; the paper's 20 doubles its cost, docs/baselines.md)")
+    p.add_argument("--gradientshap-samples", type=int, default=None, help="GradientSHAP samples (default: explain's, 10; the paper's 20 doubles its cost)")
     p.add_argument("--force", action="store_true", help="recompute methods whose result exists")
     p.add_argument("--threads", type=int, help="torch CPU threads (with one worker)")
     p.add_argument("--workers", type=int, default=None,
@@ -114,7 +117,7 @@ def check_benchmark_options(a) -> None:
     from annotate.core.console import NON_NEGATIVE, POSITIVE, OptionError, check_options
 
     check_options(a, {"workers": POSITIVE, "limit": POSITIVE, "seed": NON_NEGATIVE, "segdiff_samples": POSITIVE,
-                      "ddim_steps": NON_NEGATIVE, "threads": POSITIVE, "max_files": POSITIVE})
+                      "deepshap_references": POSITIVE, "gradientshap_samples": POSITIVE, "ddim_steps": NON_NEGATIVE, "threads": POSITIVE, "max_files": POSITIVE})
     b = getattr(a, "bootstrap", None)
     if b is not None and b != 0 and b < MIN_BOOTSTRAP:
         raise OptionError(f"--bootstrap {b}: use at least {MIN_BOOTSTRAP} resamples for a 95% CI, or 0 for none")
@@ -217,6 +220,7 @@ def _run(a) -> int:
         dataset=a.dataset, out=a.out, split=a.split, detector=a.detector, segdiff=tuple(a.segdiff), unet=tuple(a.unet), methods=methods,
         limit=a.limit, seed=a.seed, boot=BootstrapConfig(resamples=a.bootstrap, seed=a.seed),
         segdiff_samples=a.segdiff_samples, ddim_steps=a.ddim_steps or None, force=a.force, progress=not a.no_progress,
+        deepshap_references=a.deepshap_references, gradientshap_samples=a.gradientshap_samples,
         workers=a.workers if a.workers is not None else len(os.sched_getaffinity(0)),
     )
     results, notes = run_benchmark(cfg, log=lambda m: print(f"benchmark: {m}", file=sys.stderr))

@@ -16,7 +16,9 @@ from annotate.core.submission import SHARD_KEYS, SubmissionWriter, iter_heatmaps
 
 from .submission import SubmissionError, _open, read_ids, read_metadata, submission_files
 
-RUN_KEYS = ("seconds_per_utterance",)  # per-part measurements, not settings: combined, not compared
+MEAN_KEYS = ("seconds_per_utterance", "deeplift_convergence_gap_mean")  # per-utterance means of a part: row-weighted
+UNION_KEYS = ("attnlrp_plain_gradient_ops",)  # lists a part found: joined
+RUN_KEYS = MEAN_KEYS + UNION_KEYS  # per-part measurements, not settings: combined, not compared
 
 
 def _part_meta(f: Path) -> dict:
@@ -78,9 +80,14 @@ def merge(parts: Sequence[str | Path], out: str | Path) -> Path:
     ordered = check_parts(parts)
     meta = {k: v for k, v in ordered[0][1].items() if k not in SHARD_KEYS + RUN_KEYS}
     rows = [m["rows"][1] - m["rows"][0] for _, m in ordered]
-    timed = [(m["seconds_per_utterance"], r) for (_, m), r in zip(ordered, rows) if "seconds_per_utterance" in m]
-    if timed and sum(r for _, r in timed):
-        meta["seconds_per_utterance"] = sum(s * r for s, r in timed) / sum(r for _, r in timed)
+    for key in MEAN_KEYS:
+        timed = [(m[key], r) for (_, m), r in zip(ordered, rows) if key in m]
+        if timed and sum(r for _, r in timed):
+            meta[key] = sum(s * r for s, r in timed) / sum(r for _, r in timed)
+    for key in UNION_KEYS:
+        found = [m[key] for _, m in ordered if key in m]
+        if found:
+            meta[key] = sorted(set().union(*found))
     t = _open(ordered[0][0]).schema_arrow.field("heatmap").type
     t = t.storage_type if isinstance(t, pa.ExtensionType) else t
     ndim = 2 if pa.types.is_list(t.value_type) or pa.types.is_large_list(t.value_type) else 1

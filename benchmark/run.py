@@ -56,6 +56,8 @@ class RunConfig:
     force: bool = False
     progress: bool = True
     workers: int = 1  # explain processes per method (rows split among them, one torch thread each); same output
+    deepshap_references: int | None = None  # None = explain's default (baselines.shap.ShapConfig)
+    gradientshap_samples: int | None = None
 
 
 @dataclass(frozen=True)
@@ -171,7 +173,15 @@ def settings(cfg: RunConfig, truth: Truth, job: Job) -> dict:
         "segdiff_samples": cfg.segdiff_samples if job.kind == "segdiff" else None,
         "ddim_steps": cfg.ddim_steps if job.kind == "segdiff" else None,
         "bootstrap": cfg.boot.to_dict(),
-    } | ({"checkpoint_step": _unet_step(job.checkpoint)} if job.kind == "unet" else {})
+    } | ({"shap": _shap_config(cfg).to_dict()} if job.method in ("deepshap", "gradientshap") else {}) | ({"checkpoint_step": _unet_step(job.checkpoint)} if job.kind == "unet" else {})
+
+
+def _shap_config(cfg: RunConfig):
+    """explain's DeepSHAP / GradientSHAP settings with this run's reference and sample counts."""
+    from baselines.shap import ShapConfig
+
+    d = ShapConfig()
+    return replace(d, n_references=cfg.deepshap_references or d.n_references, n_samples=cfg.gradientshap_samples or d.n_samples)
 
 
 def _unet_step(checkpoint: str) -> int | None:
@@ -224,7 +234,8 @@ def _explain_part(cfg: RunConfig, job: Job, out: Path, shard: tuple[int, int] | 
                            n_samples=cfg.segdiff_samples, ddim_steps=cfg.ddim_steps, detector=det, progress=cfg.progress,
                            shard=shard)
     ec = ExplainConfig(method=job.method, dataset=cfg.dataset, split=cfg.split,
-                       detector=cfg.detector if job.kind == "xai" else None, seed=cfg.seed, limit=cfg.limit)
+                       detector=cfg.detector if job.kind == "xai" else None, seed=cfg.seed, limit=cfg.limit,
+                       **({"shap": _shap_config(cfg)} if job.kind == "xai" else {}))
     return run(ec, out, progress=cfg.progress, shard=shard)
 
 
@@ -264,6 +275,7 @@ def run_benchmark(cfg: RunConfig, log=print) -> tuple[list[dict], list[str]]:
     jobs, notes = plan(cfg)
     truth = subset_truth(load_truth(cfg.dataset, cfg.split), cfg.limit)
     detector = None
+    spoof_probs: dict = {}  # the detector on each spoof input, shared by the methods' faithfulness scores
     results = []
     bar = tqdm(jobs, desc="benchmark run", unit="method", disable=not cfg.progress)
     for job in bar:
@@ -290,7 +302,8 @@ def run_benchmark(cfg: RunConfig, log=print) -> tuple[list[dict], list[str]]:
         t1 = time.perf_counter()
         if cfg.detector and detector is None:
             detector = load_detector_checkpoint(cfg.detector)
-        result = score_submission(sub, cfg.dataset, cfg.split, detector=detector, name=job.label, boot=cfg.boot, truth=truth)
+        result = score_submission(sub, cfg.dataset, cfg.split, detector=detector, name=job.label, boot=cfg.boot, truth=truth,
+                                  spoof_probs=spoof_probs)
         result["kind"] = job.kind
         result["detector"] = want["detector"]
         result["run"] = want

@@ -278,9 +278,13 @@ def score_stream(
 
 
 def faithfulness_values(
-    detector: Callable, ds: str | Path, split: str, truth: Truth, binary: dict[str, tuple[np.ndarray, tuple]]
+    detector: Callable, ds: str | Path, split: str, truth: Truth, binary: dict[str, tuple[np.ndarray, tuple]],
+    spoof_probs: dict[str, np.ndarray] | None = None,
 ) -> dict[str, np.ndarray]:
-    """AI, AD, AG, Fid-In per utterance (truth order) with the binarised heatmaps as keep-masks."""
+    """AI, AD, AG, Fid-In per utterance (truth order) with the binarised heatmaps as keep-masks.
+
+    ``spoof_probs``: the detector's probabilities on each spoof input by id, filled and reused (they do not depend
+    on the heatmap: ``benchmark run`` shares one dict among its methods, one detector forward a row saved each)."""
     from annotate.core.audio import decode_bytes
 
     from .faithfulness import detector_probs, masked_in, scores_from_probs
@@ -304,7 +308,12 @@ def faithfulness_values(
             x_in = masked_in(spoof, real, keep, DEFAULT_STFT)
         except ValueError as e:
             raise ScoreError(f"row {i}: {e}") from None
-        probs = detector_probs(detector, np.stack([spoof, x_in]))
+        if spoof_probs is not None and i in spoof_probs:
+            probs = np.concatenate([spoof_probs[i], detector_probs(detector, x_in[None])])
+        else:
+            probs = detector_probs(detector, np.stack([spoof, x_in]))
+            if spoof_probs is not None:
+                spoof_probs[i] = probs[:1]
         for m, v in scores_from_probs(probs[:1], probs[1:]).items():
             out[m][index[i]] = v[0]
     return out
@@ -386,8 +395,11 @@ def score_submission(
     workers: int = 1,
     limit: int | None = None,
     ids_file: str | Path | None = None,
+    spoof_probs: dict[str, np.ndarray] | None = None,
 ) -> dict:
     """Validate then score ``sub`` on ``split`` of ``ds``; raises :class:`SubmissionError` if invalid.
+
+    ``spoof_probs``: see :func:`faithfulness_values` (a cache of the detector's output on the spoof inputs).
 
     ``limit`` / ``ids_file``: score only the split's first N rows / the listed ids (the submission's other
     rows are ignored); the result records the subset, and the leaderboard never ranks it against full results."""
@@ -405,7 +417,7 @@ def score_submission(
         raise SubmissionError(log.error_messages())
     values = scored.values
     if det is not None:
-        values = {**values, **faithfulness_values(det, ds, split, truth, scored.binary)}
+        values = {**values, **faithfulness_values(det, ds, split, truth, scored.binary, spoof_probs)}
     label = name or metadata.get("method") or metadata.get("name") or Path(sub).stem
     extra = {"submission": str(Path(sub).resolve()), "detector": str(detector) if isinstance(detector, (str, Path)) else None,
              "subset": subset}

@@ -18,7 +18,7 @@ from benchmark.submission import iter_heatmaps, read_metadata, submission_files
 from test_rawwrapper import tiny_detector
 
 ALL = DETECTOR_METHODS + ("random", "smoothed-random", "energy")
-SMALL_SHAP = ShapConfig(n_references=4, n_samples=4, chunk=2)
+SMALL_SHAP = ShapConfig(n_references=4, n_samples=4, chunk=2, batch=2)
 
 
 @pytest.fixture(scope="module")

@@ -150,7 +150,43 @@ def test_run_input_errors(demo_ds, tmp_path, capsys):
     assert main(base + ["--workers", "0"]) == 2
     err = capsys.readouterr().err
     assert "--workers" in err and len(err.strip().splitlines()) == 1
+    assert main(base + ["--deepshap-references", "0"]) == 2
+    err = capsys.readouterr().err
+    assert "--deepshap-references" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()  # refused before any work
+
+
+def test_shap_counts_reach_explain_and_the_settings(demo_ds):
+    from baselines.shap import ShapConfig
+    from benchmark.run import Job, RunConfig, _shap_config, settings
+    from benchmark.score import load_truth
+
+    cfg = RunConfig(dataset=str(demo_ds), detector="d", deepshap_references=7)
+    assert _shap_config(cfg) == ShapConfig(n_references=7)
+    assert _shap_config(RunConfig(dataset=str(demo_ds), gradientshap_samples=3)).n_samples == 3
+    truth = load_truth(demo_ds, "test")
+    s = settings(cfg, truth, Job("deepshap", "DeepSHAP", "deepshap", "xai"))
+    assert s["shap"]["n_references"] == 7  # a stored result made with other counts is not reused
+    assert "shap" not in settings(cfg, truth, Job("gradcam", "Grad-CAM", "gradcam", "xai"))
+
+
+def test_shared_spoof_probabilities_leave_faithfulness_unchanged(demo_ds, detector, tmp_path):
+    """`benchmark run` shares the detector's output on each spoof input among its methods: same AI/AD/AG/Fid-In."""
+    from baselines.explain import ExplainConfig, run
+    from benchmark.score import score_submission
+
+    sub = run(ExplainConfig(method="energy", dataset=str(demo_ds), limit=4), tmp_path / "e.parquet", progress=False)
+    plain = score_submission(sub, demo_ds, detector=detector, limit=4)
+    cache = {}
+    first = score_submission(sub, demo_ds, detector=detector, limit=4, spoof_probs=cache)
+    assert len(cache) == 4
+    before = {k: v.copy() for k, v in cache.items()}
+    again = score_submission(sub, demo_ds, detector=detector, limit=4, spoof_probs=cache)
+    assert all(np.array_equal(before[k], cache[k]) for k in cache)  # reused, not recomputed
+    for m in ("AI", "AD", "AG", "FidIn"):
+        want = plain["overall"][m]["mean"]
+        assert first["overall"][m]["mean"] == pytest.approx(want, abs=1e-6)
+        assert again["overall"][m]["mean"] == pytest.approx(want, abs=1e-6)
 
 
 def test_vectorised_scoring_equals_per_utterance_reference():

@@ -55,7 +55,7 @@ def test_train_explain_score_identical_from_urls(locations, tmp_path):
 
     det = tiny_detector()
     cfg = ExplainConfig(method="gradientshap", split="test", seed=1, limit=4, dataset="",
-                        shap=ShapConfig(n_references=2, n_samples=2, chunk=2))
+                        shap=ShapConfig(n_references=2, n_samples=2, chunk=2, batch=2))
     boot = BootstrapConfig(resamples=0, seed=0)
     out = {}
     for where, loc in locations.items():

@@ -20,6 +20,8 @@ def _same(a, b) -> None:
     assert ta.column("heatmap").equals(tb.column("heatmap"))
     ma, mb = read_metadata(a), read_metadata(b)
     ma.pop("seconds_per_utterance", None), mb.pop("seconds_per_utterance", None)
+    gap_a, gap_b = ma.pop("deeplift_convergence_gap_mean", None), mb.pop("deeplift_convergence_gap_mean", None)
+    assert (gap_a is None) == (gap_b is None) and (gap_a is None or gap_a == pytest.approx(gap_b, rel=1e-9))
     assert ma == mb
 
 
@@ -33,10 +35,12 @@ def test_shard_rows_cover_the_split_once():
         parse_shard("2/2")
 
 
-def test_sharded_gradientshap_merges_into_the_single_run(demo_ds, tmp_path):
+@pytest.mark.parametrize("method", ["gradientshap", "deepshap"])
+def test_sharded_shap_merges_into_the_single_run(demo_ds, tmp_path, method):
+    """DeepSHAP's parts each record their mean convergence gap: merged, the whole run's mean (row-weighted)."""
     det = tiny_detector()
-    cfg = ExplainConfig(method="gradientshap", dataset=str(demo_ds), split="test", seed=3, limit=5, batch_rows=2,
-                        shap=ShapConfig(n_references=2, n_samples=2, chunk=2))
+    cfg = ExplainConfig(method=method, dataset=str(demo_ds), split="test", seed=3, limit=5, batch_rows=2,
+                        shap=ShapConfig(n_references=2, n_samples=2, chunk=2, batch=2))
     whole = run(cfg, tmp_path / "whole.parquet", progress=False, detector=det)
     parts = [run(cfg, tmp_path / f"p{i}.parquet", progress=False, detector=det, shard=(i, 2)) for i in (1, 0)]
     assert read_metadata(parts[1])["rows"] == [0, 2] and read_metadata(parts[0])["rows"] == [2, 5]
