@@ -173,7 +173,8 @@ def settings(cfg: RunConfig, truth: Truth, job: Job) -> dict:
         "segdiff_samples": cfg.segdiff_samples if job.kind == "segdiff" else None,
         "ddim_steps": cfg.ddim_steps if job.kind == "segdiff" else None,
         "bootstrap": cfg.boot.to_dict(),
-    } | ({"shap": _shap_config(cfg).to_dict()} if job.method in ("deepshap", "gradientshap") else {}) | ({"checkpoint_step": _unet_step(job.checkpoint)} if job.kind == "unet" else {})
+    } | ({"shap": _shap_config(cfg).to_dict()} if job.method in ("deepshap", "gradientshap") else {}) \
+      | ({"checkpoint_step": _unet_step(job.checkpoint)} if job.kind == "unet" else {})
 
 
 def _shap_config(cfg: RunConfig):
