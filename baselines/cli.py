@@ -68,7 +68,8 @@ def check_explain_options(a: argparse.Namespace) -> None:
     from annotate.core.console import FINITE, NON_NEGATIVE, POSITIVE, POSITIVE_FLOAT, check_options
 
     check_options(a, {"limit": POSITIVE, "seed": NON_NEGATIVE, "batch_rows": POSITIVE, "threads": POSITIVE,
-                      "n_references": POSITIVE, "n_samples": POSITIVE, "chunk": POSITIVE, "deepshap_batch": POSITIVE, "eps": POSITIVE_FLOAT,
+                      "n_references": POSITIVE, "n_samples": POSITIVE, "chunk": POSITIVE, "deepshap_batch": POSITIVE,
+                      "eps": POSITIVE_FLOAT,
                       "gamma_conv1d": NON_NEGATIVE, "gamma_conv2d": NON_NEGATIVE, "gamma_linear": NON_NEGATIVE,
                       "ddim_steps": NON_NEGATIVE, "max_batch": POSITIVE, "hop": POSITIVE})
     check_options(a, {"eps": FINITE, "gamma_conv1d": FINITE, "gamma_conv2d": FINITE, "gamma_linear": FINITE})
@@ -110,7 +111,8 @@ def _run(a: argparse.Namespace) -> int:
         from .explain import ExplainConfig, run
         from .shap import ShapConfig
 
-        shap = ShapConfig(n_references=a.n_references, n_samples=ShapConfig.n_samples if a.n_samples is None else a.n_samples, chunk=a.chunk, batch=a.deepshap_batch, extend_rescale=not a.no_extend_rescale)
+        shap = ShapConfig(n_references=a.n_references, n_samples=ShapConfig.n_samples if a.n_samples is None else a.n_samples,
+                          chunk=a.chunk, batch=a.deepshap_batch, extend_rescale=not a.no_extend_rescale)
         lrp = replace(LRPConfig(), eps=a.eps, gamma_conv1d=a.gamma_conv1d, gamma_conv2d=a.gamma_conv2d, gamma_linear=a.gamma_linear)
         cfg = ExplainConfig(method=a.method, dataset=a.dataset, split=a.split, detector=a.detector, seed=a.seed, limit=a.limit,
                             temporal=a.temporal,

@@ -78,7 +78,8 @@ def _run_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"SegDiff DDIM steps (default {EXPLAIN_DDIM_STEPS}; 0 = every diffusion step)")
     p.add_argument("--deepshap-references", type=int, default=None,
                    help="DeepSHAP bona fide references (default: explain's, 10; the paper's 20 doubles its cost, docs/baselines.md)")
-    p.add_argument("--gradientshap-samples", type=int, default=None, help="GradientSHAP samples (default: explain's, 10; the paper's 20 doubles its cost)")
+    p.add_argument("--gradientshap-samples", type=int, default=None,
+                   help="GradientSHAP samples (default: explain's, 10; the paper's 20 doubles its cost)")
     p.add_argument("--force", action="store_true", help="recompute methods whose result exists")
     p.add_argument("--threads", type=int, help="torch CPU threads (with one worker)")
     p.add_argument("--workers", type=int, default=None,
@@ -117,7 +118,8 @@ def check_benchmark_options(a) -> None:
     from annotate.core.console import NON_NEGATIVE, POSITIVE, OptionError, check_options
 
     check_options(a, {"workers": POSITIVE, "limit": POSITIVE, "seed": NON_NEGATIVE, "segdiff_samples": POSITIVE,
-                      "deepshap_references": POSITIVE, "gradientshap_samples": POSITIVE, "ddim_steps": NON_NEGATIVE, "threads": POSITIVE, "max_files": POSITIVE})
+                      "deepshap_references": POSITIVE, "gradientshap_samples": POSITIVE, "ddim_steps": NON_NEGATIVE,
+                      "threads": POSITIVE, "max_files": POSITIVE})
     b = getattr(a, "bootstrap", None)
     if b is not None and b != 0 and b < MIN_BOOTSTRAP:
         raise OptionError(f"--bootstrap {b}: use at least {MIN_BOOTSTRAP} resamples for a 95% CI, or 0 for none")

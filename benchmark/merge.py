@@ -81,9 +81,9 @@ def merge(parts: Sequence[str | Path], out: str | Path) -> Path:
     meta = {k: v for k, v in ordered[0][1].items() if k not in SHARD_KEYS + RUN_KEYS}
     rows = [m["rows"][1] - m["rows"][0] for _, m in ordered]
     for key in MEAN_KEYS:
-        timed = [(m[key], r) for (_, m), r in zip(ordered, rows) if key in m]
-        if timed and sum(r for _, r in timed):
-            meta[key] = sum(s * r for s, r in timed) / sum(r for _, r in timed)
+        given = [(m[key], r) for (_, m), r in zip(ordered, rows) if key in m]
+        if given and sum(r for _, r in given):
+            meta[key] = sum(v * r for v, r in given) / sum(r for _, r in given)
     for key in UNION_KEYS:
         found = [m[key] for _, m in ordered if key in m]
         if found:

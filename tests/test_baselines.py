@@ -131,3 +131,7 @@ def test_cli_errors_are_one_line(demo_ds, tmp_path, capsys):
     assert main(["--method", "random", "--dataset", str(tmp_path / "nope"), "-o", str(tmp_path / "c.parquet")]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no shards for split 'test'" in err
+    out = tmp_path / "d.parquet"
+    assert main(["--method", "deepshap", "--dataset", str(demo_ds), "--detector", "x", "-o", str(out), "--deepshap-batch", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--deepshap-batch" in err and not out.exists()  # refused before any work
